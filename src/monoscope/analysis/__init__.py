@@ -1,0 +1,1 @@
+"""Modality analysis: streaming per-feature statistics, MDS, groups, top-m samples."""

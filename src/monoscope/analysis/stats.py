@@ -1,0 +1,69 @@
+"""Streaming per-feature statistics: memory is O(K * m), independent of the number of samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class FeatureStats:
+    """Accumulate per-feature sums, activation counts and the top-m samples of one modality.
+
+    Feed activation batches (B, K) in row order with :meth:`update`; rows are numbered by the
+    ``start`` offset given with each batch.
+    """
+
+    def __init__(self, n_features: int, top_m: int = 20):
+        self.n = 0
+        self.sum = torch.zeros(n_features, dtype=torch.float64)
+        self.active = torch.zeros(n_features, dtype=torch.int64)
+        self.top_m = top_m
+        self.top_val = torch.full((n_features, top_m), -torch.inf)
+        self.top_idx = torch.full((n_features, top_m), -1, dtype=torch.int64)
+
+    def update(self, acts: torch.Tensor, start: int) -> None:
+        """Add a (B, K) batch of activations whose first row has index ``start``."""
+        b = acts.shape[0]
+        self.n += b
+        self.sum += acts.sum(0, dtype=torch.float64)
+        self.active += (acts > 0).sum(0)
+        rows = torch.arange(start, start + b, dtype=torch.int64)
+        vals = torch.cat([self.top_val, acts.T.float()], dim=1)
+        idx = torch.cat([self.top_idx, rows.expand(acts.shape[1], b)], dim=1)
+        self.top_val, pos = vals.topk(self.top_m, dim=1)
+        self.top_idx = idx.gather(1, pos)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return (self.sum / max(self.n, 1)).numpy()
+
+    @property
+    def frequency(self) -> np.ndarray:
+        """Fraction of samples on which each feature is active (> 0)."""
+        return (self.active.double() / max(self.n, 1)).numpy()
+
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, m) row indices and values of the largest *positive* activations; -1 pads."""
+        positive = self.top_val > 0
+        idx = torch.where(positive, self.top_idx, -1)
+        val = torch.where(positive, self.top_val, 0.0)
+        return idx.numpy(), val.numpy()
+
+
+class RatioStats:
+    """Accumulate sum and count of A^V / (A^V + A^T) over pairs where either is active."""
+
+    def __init__(self, n_features: int):
+        self.sum = torch.zeros(n_features, dtype=torch.float64)
+        self.count = torch.zeros(n_features, dtype=torch.int64)
+
+    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
+        total = acts_img + acts_txt
+        on = total > 0
+        ratio = torch.where(on, acts_img / torch.where(on, total, 1.0), 0.0)
+        self.sum += ratio.sum(0, dtype=torch.float64)
+        self.count += on.sum(0)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return (self.sum / self.count.clamp(min=1)).numpy()

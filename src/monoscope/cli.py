@@ -1,0 +1,282 @@
+"""Command-line interface: one subcommand per pipeline stage, each a thin layer over ``api``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._util import MonoscopeError, write_json
+
+METHODS = (
+    "identity",
+    "sae-relu",
+    "sae-topk",
+    "sae-batchtopk",
+    "sae-jumprelu",
+    "sae-matryoshka",
+    "ncl",
+)
+
+
+def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto (default: auto)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_embed(sub: Any) -> None:
+    p = sub.add_parser("embed", help="embed a paired dataset into a store", **_fmt)
+    p.add_argument(
+        "--model",
+        required=True,
+        help="pocket | HF hub id or local dir | open_clip:NAME[/PRETRAINED]",
+    )
+    p.add_argument("--data", required=True, help="emoji | a .jsonl/.csv file of pairs")
+    p.add_argument("--out", required=True, type=Path, help="store directory")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=4096, help="pairs per shard")
+    p.add_argument("--no-normalize", action="store_true", help="store raw, not L2-normalised")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    _common(p, seed=False)
+    p.set_defaults(run=_run_embed)
+
+
+def _run_embed(a: argparse.Namespace) -> list[Path]:
+    from .embed import embed
+
+    return [
+        embed(
+            a.model,
+            a.data,
+            a.out,
+            batch_size=a.batch_size,
+            shard_size=a.shard_size,
+            device=a.device,
+            normalize=not a.no_normalize,
+            resume=a.resume,
+            overwrite=a.overwrite,
+            progress=not a.quiet,
+        )
+    ]
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a feature map on a store", **_fmt)
+    p.add_argument("--store", required=True, type=Path)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--out", required=True, type=Path, help="feature-map directory")
+    p.add_argument("--latents", type=int, default=2048, help="number of features K")
+    p.add_argument("--k", type=int, default=32, help="active latents (TopK family)")
+    p.add_argument("--l1", type=float, default=None, help="sparsity penalty (sae-relu)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (method default)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    _common(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(a: argparse.Namespace) -> list[Path]:
+    from .featuremaps.train import train_featuremap
+
+    opts = {k: v for k, v in (("l1", a.l1), ("lr", a.lr)) if v is not None}
+    return [
+        train_featuremap(
+            a.store,
+            a.method,
+            a.out,
+            latents=a.latents,
+            k=a.k,
+            batch_size=a.batch_size,
+            epochs=a.epochs,
+            steps=a.steps,
+            seed=a.seed,
+            device=a.device,
+            resume=a.resume,
+            per_modality=a.per_modality,
+            progress=not a.quiet,
+            **opts,
+        )
+    ]
+
+
+def _add_analyze(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="score MDS, group features, find top samples", **_fmt)
+    p.add_argument("--store", required=True, type=Path)
+    p.add_argument("--featuremap", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="analysis directory")
+    p.add_argument("--top-m", type=int, default=20, help="top samples kept per feature")
+    p.add_argument(
+        "--mds", default="ratio-of-means", choices=("ratio-of-means", "mean-of-ratios", "signed")
+    )
+    p.add_argument(
+        "--rule",
+        default="std",
+        choices=("std", "fixed", "quantile"),
+        help="grouping rule: mean±std of MDS, fixed thresholds, or quantiles",
+    )
+    p.add_argument("--low", type=float, default=0.25, help="TextD below this (rule fixed)")
+    p.add_argument("--high", type=float, default=0.75, help="ImgD above this (rule fixed)")
+    p.add_argument("--quantile", type=float, default=0.2, help="tail share (rule quantile)")
+    p.add_argument("--batch-size", type=int, default=4096)
+    _common(p)
+    p.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(a: argparse.Namespace) -> list[Path]:
+    from .analysis.analyze import analyze
+
+    out = analyze(
+        a.store,
+        a.featuremap,
+        a.out,
+        top_m=a.top_m,
+        definition=a.mds,
+        rule=a.rule,
+        low=a.low,
+        high=a.high,
+        quantile=a.quantile,
+        batch_size=a.batch_size,
+        device=a.device,
+        seed=a.seed,
+        progress=not a.quiet,
+    )
+    return [out / "features.csv", out / "summary.json", out / "top"]
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="render the self-contained HTML report", **_fmt)
+    p.add_argument("--analysis", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--open", action="store_true", help="open it in the browser")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(a: argparse.Namespace) -> list[Path]:
+    from .report import open_in_browser, render_report
+
+    out = render_report(a.analysis, a.out)
+    if a.open:
+        open_in_browser(out)
+    return [out]
+
+
+def _add_pocket(sub: Any) -> None:
+    p = sub.add_parser("pocket", help="the built-in pocket model", **_fmt)
+    psub = p.add_subparsers(dest="pocket_cmd", required=True)
+    t = psub.add_parser("train", help="retrain the pocket model on the emoji pairs", **_fmt)
+    t.add_argument("--out", required=True, type=Path, help="directory for the weights")
+    t.add_argument("--epochs", type=int, default=None, help="(default: the shipped recipe)")
+    _common(t)
+    t.set_defaults(run=_run_pocket_train)
+
+
+def _run_pocket_train(a: argparse.Namespace) -> list[Path]:
+    from .encoders.pocket_train import train_pocket
+
+    opts = {"epochs": a.epochs} if a.epochs is not None else {}
+    train_pocket(a.out, seed=a.seed, device=a.device, progress=not a.quiet, **opts)
+    return [a.out]
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded default", **_fmt)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--latents", type=int, default=1024)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=30)
+    _common(p)
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(a: argparse.Namespace) -> list[Path]:
+    from .analysis.analyze import analyze
+    from .embed import embed
+    from .featuremaps.train import train_featuremap
+    from .report import render_report
+
+    out: Path = a.out
+    progress = not a.quiet
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], Path]) -> Path:
+        t0 = time.perf_counter()
+        path = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        print(f"{name:>9}: {path}  ({timings[name]:.1f} s)", flush=True)
+        return path
+
+    store = stage(
+        "store",
+        lambda: embed(
+            "pocket", "emoji", out / "store", device=a.device, overwrite=True, progress=progress
+        ),
+    )
+    fmap = stage(
+        "featuremap",
+        lambda: train_featuremap(
+            store,
+            "sae-topk",
+            out / "featuremap",
+            latents=a.latents,
+            k=a.k,
+            epochs=a.epochs,
+            batch_size=512,
+            seed=a.seed,
+            device=a.device,
+            progress=progress,
+        ),
+    )
+    analysis = stage(
+        "analysis",
+        lambda: analyze(
+            store, fmap, out / "analysis", device=a.device, seed=a.seed, progress=progress
+        ),
+    )
+    report = stage("report", lambda: render_report(analysis, out / "report.html"))
+    write_json(out / "timings.json", timings)
+    return [store, fmap, analysis, report]
+
+
+_fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="monoscope",
+        description="Which features of a vision-language model belong to vision, language or both.",
+    )
+    parser.add_argument("--version", action="version", version=f"monoscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_embed, _add_train, _add_analyze, _add_report, _add_pocket):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        paths = args.run(args)
+    except MonoscopeError as e:
+        print(f"monoscope: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("monoscope: interrupted", file=sys.stderr)
+        return 130
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

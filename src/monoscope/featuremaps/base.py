@@ -1,0 +1,94 @@
+"""The feature-map contract, its registry, and safetensors + JSON persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
+
+FORMAT_VERSION = 1
+KINDS: dict[str, type[FeatureMap]] = {}
+
+
+def register(cls: type[FeatureMap]) -> type[FeatureMap]:
+    """Class decorator: make a feature-map kind loadable by its ``kind`` name."""
+    KINDS[cls.kind] = cls
+    return cls
+
+
+class FeatureMap(torch.nn.Module):
+    """Base class. Subclasses set ``kind``, implement ``encode`` and ``hparams``.
+
+    ``hparams()`` returns the constructor keyword arguments, so ``cls(**hparams)`` rebuilds an
+    empty map whose state dict is then loaded from ``model.safetensors``.
+    """
+
+    kind: ClassVar[str] = ""
+    has_decoder: ClassVar[bool] = False
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    @property
+    def n_features(self) -> int:
+        raise NotImplementedError
+
+    def hparams(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) embeddings -> (B, K) non-negative codes."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, K) codes -> (B, d) reconstructions."""
+        raise NotImplementedError(f"feature map '{self.kind}' has no decoder")
+
+    def decoder_directions(self) -> torch.Tensor | None:
+        """(K, d) unit directions of the features in embedding space, if the map has them."""
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (atomically)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(path / "model.safetensors", lambda p: save_file(tensors, str(p)))
+        config = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "dim": self.dim,
+            "n_features": self.n_features,
+            "hparams": self.hparams(),
+            "versions": versions(),
+            **(extra or {}),
+        }
+        write_json(path / "config.json", config)
+        return path
+
+
+def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
+    """Load a feature map saved with :meth:`FeatureMap.save`."""
+    from . import identity, sae  # noqa: F401  (register the built-in kinds)
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise MonoscopeError(f"{path}: not a feature map (no config.json)")
+    config = read_json(path / "config.json")
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise MonoscopeError(f"{path}: unknown feature map kind {kind!r}; known: {sorted(KINDS)}")
+    fmap = KINDS[kind](**config["hparams"])
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise MonoscopeError(f"{path}: model.safetensors is missing")
+    fmap.load_state_dict(load_file(str(weights)))
+    return fmap.to(device).eval()

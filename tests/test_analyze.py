@@ -1,0 +1,40 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monoscope._util import MonoscopeError
+from monoscope.analysis.analyze import analyze, read_feature_table
+from monoscope.featuremaps.identity import IdentityMap
+from monoscope.store import Store
+
+
+def test_identity_analysis_matches_numpy(small_store: Path, tmp_path: Path):
+    out = analyze(
+        small_store, IdentityMap(8), tmp_path / "a", top_m=3, device="cpu", progress=False
+    )
+    s = Store(small_store)
+    img, txt = s.load("image"), s.load("text")
+    a_img = np.concatenate([np.maximum(img, 0), np.maximum(-img, 0)], 1)
+    a_txt = np.concatenate([np.maximum(txt, 0), np.maximum(-txt, 0)], 1)
+    table = read_feature_table(out / "features.csv")
+    np.testing.assert_allclose(table["mu_img"], a_img.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(table["mu_txt"], a_txt.mean(0), rtol=1e-5)
+    mds = a_img.mean(0) / (a_img.mean(0) + a_txt.mean(0))
+    np.testing.assert_allclose(table["mds"], mds, rtol=1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_features"] == 16 and summary["n_alive"] == 16 and summary["n_pairs"] == 50
+    counts = {g: v["count"] for g, v in summary["groups"].items()}
+    assert sum(counts.values()) == 16
+    mu, sd = mds.mean(), mds.std()
+    assert counts["ImgD"] == int((mds > mu + sd).sum())
+    assert counts["TextD"] == int((mds < mu - sd).sum())
+    top = np.load(out / "top" / "image_idx.npy")
+    assert top.shape == (16, 3)
+    np.testing.assert_array_equal(np.sort(top[0]), np.sort(np.argsort(-a_img[:, 0])[:3]))
+
+
+def test_dimension_mismatch_is_a_clear_error(small_store: Path, tmp_path: Path):
+    with pytest.raises(MonoscopeError, match="dimension 8 but the feature map expects 4"):
+        analyze(small_store, IdentityMap(4), tmp_path / "a", device="cpu", progress=False)
