@@ -38,3 +38,29 @@ def test_identity_analysis_matches_numpy(small_store: Path, tmp_path: Path):
 def test_dimension_mismatch_is_a_clear_error(small_store: Path, tmp_path: Path):
     with pytest.raises(MonoscopeError, match="dimension 8 but the feature map expects 4"):
         analyze(small_store, IdentityMap(4), tmp_path / "a", device="cpu", progress=False)
+
+
+def test_test_rule_and_bootstrap_columns(small_store: Path, tmp_path: Path):
+    out = analyze(
+        small_store,
+        IdentityMap(8),
+        tmp_path / "a",
+        rule="test",
+        permutations=200,
+        bootstrap=30,
+        device="cpu",
+        progress=False,
+    )
+    table = read_feature_table(out / "features.csv")
+    assert {"q_value", "mds_ci_low", "mds_ci_high", "stability"} <= set(table)
+    ok = np.isfinite(table["mds"])
+    assert (table["mds_ci_low"][ok] <= table["mds"][ok] + 1e-6).all()
+    assert (table["mds_ci_high"][ok] >= table["mds"][ok] - 1e-6).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grouping"]["rule"] == "test"
+    for g in ("ImgD", "TextD", "CrossD"):
+        lo, hi = summary["groups"][g]["ci"]
+        assert lo <= hi
+    # significance: a feature is ImgD/TextD only where its q-value passes the FDR level
+    sided = np.isin(table["group"], ["ImgD", "TextD"])
+    assert (table["q_value"][sided] <= 0.05).all()
