@@ -155,7 +155,8 @@ def analyze(
         columns.update(mds_ci_low=b.mds_low, mds_ci_high=b.mds_high, stability=b.stability)
         for g in groups:
             groups[g]["ci"] = list(b.group_ci[g])
-            groups[g]["mean_stability"] = float(np.mean(b.stability[grouping.groups == g]))
+            members = b.stability[grouping.groups == g]
+            groups[g]["mean_stability"] = float(members.mean()) if members.size else None
     columns.update(freq_img=img.frequency, freq_txt=txt.frequency)
 
     out = Path(out)

@@ -49,6 +49,18 @@ class FeatureMap(torch.nn.Module):
         """(B, K) codes -> (B, d) reconstructions."""
         raise NotImplementedError(f"feature map '{self.kind}' has no decoder")
 
+    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Codes of embeddings known to be of ``modality`` ("image" or "text").
+
+        Same as :meth:`encode` unless the map treats the modalities differently (NCL with
+        separate heads, per-modality SAEs); analysis code should call this one.
+        """
+        return self.encode(x)
+
+    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
+        """Reconstructions of codes of ``modality``; same as :meth:`decode` by default."""
+        return self.decode(z)
+
     def decoder_directions(self) -> torch.Tensor | None:
         """(K, d) unit directions of the features in embedding space, if the map has them."""
         return None
@@ -77,7 +89,7 @@ class FeatureMap(torch.nn.Module):
 
 def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
     """Load a feature map saved with :meth:`FeatureMap.save`."""
-    from . import identity, sae  # noqa: F401  (register the built-in kinds)
+    from . import identity, ncl, sae  # noqa: F401  (register the built-in kinds)
 
     path = Path(path)
     if not (path / "config.json").is_file():
