@@ -93,3 +93,20 @@ def test_any_shard_sizes_roundtrip(tmp_path_factory, sizes):
     assert s.count == offset
     np.testing.assert_array_equal(s.load("image"), _rows(offset)[0])
     assert [p["id"] for p in s.pairs()] == [f"p{i}" for i in range(offset)]
+
+
+def test_rows_gathers_across_shards(tmp_path: Path):
+    w = StoreWriter(tmp_path / "s", HEADER)
+    w.add_shard(*_rows(4), consumed=4, skipped=Counter())
+    w.add_shard(*_rows(3, 4), consumed=7, skipped=Counter())
+    w.finish(7, Counter())
+    s = Store(tmp_path / "s")
+    idx = np.array([[6, 0], [-1, 4]])
+    got = s.rows("image", idx)
+    full = s.load("image")
+    assert got.shape == (2, 2, 3)
+    np.testing.assert_array_equal(got[0, 0], full[6])
+    np.testing.assert_array_equal(got[1, 1], full[4])
+    np.testing.assert_array_equal(got[1, 0], np.zeros(3))
+    with pytest.raises(IndexError):
+        s.rows("text", np.array([7]))

@@ -216,6 +216,20 @@ class Store:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate([getattr(s, modality) for s in self.shards()])
 
+    def rows(self, modality: str, index: np.ndarray) -> np.ndarray:
+        """Gather rows by global index (any shape; -1 entries give zero rows)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}")
+        flat = np.asarray(index, dtype=np.int64).reshape(-1)
+        if flat.size and (flat.max() >= self.count or flat.min() < -1):
+            raise IndexError(f"row index out of range for a store of {self.count} rows")
+        out = np.zeros((flat.size, self.dim), np.float32)
+        shard_of = np.searchsorted(self._starts, flat, side="right") - 1
+        for i in np.unique(shard_of[flat >= 0]):
+            sel = (shard_of == i) & (flat >= 0)
+            out[sel] = getattr(self.shard(int(i)), modality)[flat[sel] - self._starts[i]]
+        return out.reshape(*np.shape(index), self.dim)
+
     def pairs(self) -> list[dict[str, Any]]:
         """The pair records in row order."""
         with open(self.path / "pairs.jsonl", encoding="utf-8") as f:

@@ -1,0 +1,185 @@
+"""Monosemanticity metrics (METHOD.md §3): EmbSim of top-m sets and its lift over random sets,
+the MonoSemanticity score (MS) in its exact O(N*K*d) form, WinRate between feature maps, and
+the cross-modal activation correlation.
+
+All per-feature statistics are streamed: the accumulators here take activation batches with
+the matching evaluator embeddings and keep O(K * d) state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def embsim(top_embeddings: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Mean pairwise cosine of each feature's top-m evaluator embeddings.
+
+    ``top_embeddings`` is (K, m, d); ``valid`` (K, m) marks real entries (features with fewer
+    than 2 valid entries get NaN). Uses ||sum e||^2 = sum_ij <e_i, e_j>, so it is O(K*m*d).
+    """
+    e = unit_rows(top_embeddings)
+    if valid is not None:
+        e = e * torch.as_tensor(valid, dtype=torch.float32)[..., None]
+        m = torch.as_tensor(valid).sum(1).double()
+    else:
+        m = torch.full((e.shape[0],), float(e.shape[1]), dtype=torch.float64)
+    s = e.sum(1).double()
+    pair_sum = (s * s).sum(1) - (e.double() ** 2).sum((1, 2))
+    out = pair_sum / (m * (m - 1)).clamp(min=1)
+    return torch.where(m >= 2, out, torch.nan).numpy()
+
+
+def random_sets(n: int, m: int, samples: int, seed: int = 0) -> np.ndarray:
+    """(samples, m) row indices: uniformly random m-subsets of range(n), without replacement."""
+    if n < m:
+        raise ValueError(f"cannot draw sets of {m} from {n} samples")
+    rng = np.random.default_rng(seed)
+    if samples * n <= 5_000_000:
+        return np.argsort(rng.random((samples, n)), axis=1)[:, :m]
+    idx = rng.integers(0, n, (samples, m))
+    while (dup := (np.diff(np.sort(idx, axis=1), axis=1) == 0).any(1)).any():
+        idx[dup] = rng.integers(0, n, (int(dup.sum()), m))  # rejection: rare when n >> m
+    return idx
+
+
+def random_embsim(
+    gather: Callable[[np.ndarray], np.ndarray], n: int, m: int, samples: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """EmbSim of ``samples`` random m-sets (the null distribution); ``gather(idx)`` returns the
+    evaluator embeddings of row indices ``idx`` (e.g. ``partial(store.rows, "image")``)."""
+    return embsim(gather(random_sets(n, m, samples, seed)))
+
+
+def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
+    """The expected EmbSim of a random m-set, for any m: the mean cosine over distinct pairs."""
+    e = unit_rows(embeddings).double()
+    n = e.shape[0]
+    s = e.sum(0)
+    return float(((s @ s) - (e**2).sum()) / (n * (n - 1)))
+
+
+class MSAccumulator:
+    """Stream the MonoSemanticity score (Pach et al. 2025) of every feature at once.
+
+    With activations a_n min-max scaled to [0, 1] per feature and unit evaluator embeddings
+    e_n, MS_k = sum_{i != j} a_i a_j <e_i, e_j> / sum_{i != j} a_i a_j
+              = (||sum_n a_n e_n||^2 - sum_n a_n^2) / ((sum_n a_n)^2 - sum_n a_n^2).
+    Scaling is affine, so the sums of raw activations (A^T E, sum a, sum a^2, sum e, min, max)
+    are all that is kept.
+    """
+
+    def __init__(self, n_features: int, dim: int):
+        self.n = 0
+        self.ae = torch.zeros(n_features, dim, dtype=torch.float64)
+        self.e = torch.zeros(dim, dtype=torch.float64)
+        self.a = torch.zeros(n_features, dtype=torch.float64)
+        self.a2 = torch.zeros(n_features, dtype=torch.float64)
+        self.lo = torch.full((n_features,), torch.inf, dtype=torch.float64)
+        self.hi = torch.full((n_features,), -torch.inf, dtype=torch.float64)
+
+    def update(self, acts: torch.Tensor, embeddings: np.ndarray | torch.Tensor) -> None:
+        e = unit_rows(embeddings)
+        a = acts.float()
+        self.n += a.shape[0]
+        self.ae += (a.T @ e).double()
+        self.e += e.sum(0).double()
+        self.a += a.sum(0).double()
+        self.a2 += (a.double() ** 2).sum(0)
+        self.lo = torch.minimum(self.lo, a.min(0).values.double())
+        self.hi = torch.maximum(self.hi, a.max(0).values.double())
+
+    def scores(self) -> np.ndarray:
+        """(K,) MS per feature; NaN where the feature is constant or fires on < 2 samples."""
+        rng = (self.hi - self.lo).clamp(min=1e-30)
+        lo = self.lo
+        s_ae = (self.ae - lo[:, None] * self.e[None, :]) / rng[:, None]
+        s_a = (self.a - self.n * lo) / rng
+        s_a2 = (self.a2 - 2 * lo * self.a + self.n * lo**2) / rng**2
+        num = (s_ae**2).sum(1) - s_a2
+        den = s_a**2 - s_a2
+        ok = (self.hi > self.lo) & (den > 1e-12)
+        return torch.where(ok, num / den.clamp(min=1e-30), torch.nan).numpy()
+
+
+def ms_oracle(acts: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """O(N^2 K) reference implementation of MS, for tests."""
+    e = unit_rows(embeddings).double().numpy()
+    sim = e @ e.T
+    out = np.full(acts.shape[1], np.nan)
+    for k in range(acts.shape[1]):
+        a = acts[:, k].astype(np.float64)
+        if a.max() == a.min():
+            continue
+        a = (a - a.min()) / (a.max() - a.min())
+        w = np.outer(a, a)
+        np.fill_diagonal(w, 0)
+        if w.sum() > 1e-12:
+            out[k] = (w * sim).sum() / w.sum()
+    return out
+
+
+class CorrelationAccumulator:
+    """Pearson correlation over pairs of A^V[:, k] and A^T[:, k], streamed."""
+
+    def __init__(self, n_features: int):
+        self.n = 0
+        z = lambda: torch.zeros(n_features, dtype=torch.float64)  # noqa: E731
+        self.sx, self.sy, self.sxx, self.syy, self.sxy = z(), z(), z(), z(), z()
+
+    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
+        x, y = acts_img.double(), acts_txt.double()
+        self.n += x.shape[0]
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.sxx += (x * x).sum(0)
+        self.syy += (y * y).sum(0)
+        self.sxy += (x * y).sum(0)
+
+    def correlation(self) -> np.ndarray:
+        n = max(self.n, 1)
+        cov = self.sxy / n - self.sx * self.sy / n**2
+        vx = self.sxx / n - (self.sx / n) ** 2
+        vy = self.syy / n - (self.sy / n) ** 2
+        den = (vx * vy).clamp(min=0).sqrt()
+        return torch.where(den > 1e-15, cov / den.clamp(min=1e-30), torch.nan).numpy()
+
+
+def win_rate(a: np.ndarray, b: np.ndarray) -> float:
+    """P(random a > random b), ties counting 1/2: the Mann-Whitney AUC, via average ranks."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    both = np.concatenate([a, b])
+    order = np.argsort(both, kind="stable")
+    ranks = np.empty(both.size)
+    sorted_vals = both[order]
+    # average ranks of tied values
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_vals)) + 1]
+    ends = np.r_[starts[1:], both.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[: a.size].sum() - a.size * (a.size + 1) / 2
+    return float(u / (a.size * b.size))
+
+
+def mean_ci(values: np.ndarray, replicates: int = 1000, seed: int = 0) -> dict[str, float | None]:
+    """Mean with a 95% percentile-bootstrap CI over the (finite) values."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean": None, "ci": None, "n": 0}
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, (replicates, v.size))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": int(v.size)}

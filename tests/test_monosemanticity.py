@@ -1,0 +1,104 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from monoscope.analysis.monosemanticity import (
+    CorrelationAccumulator,
+    MSAccumulator,
+    embsim,
+    mean_ci,
+    mean_pairwise_cosine,
+    ms_oracle,
+    random_embsim,
+    random_sets,
+    win_rate,
+)
+
+
+def _cos(u, v):
+    return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
+
+def test_embsim_by_hand():
+    # three 2-d vectors at 0, 90 and 180 degrees: cosines 0, -1, 0 -> mean -1/3
+    e = np.array([[[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]]])
+    assert embsim(e)[0] == pytest.approx(-1 / 3)
+
+
+def test_embsim_with_padding_matches_pairwise_loop():
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal((4, 5, 3))
+    valid = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], bool)
+    got = embsim(e, valid)
+    for k in (0, 1, 3):
+        rows = e[k][valid[k]]
+        ref = np.mean([_cos(a, b) for a, b in itertools.permutations(rows, 2)])
+        assert got[k] == pytest.approx(ref, abs=1e-6)
+    assert np.isnan(got[2])
+
+
+def test_random_set_null_is_centred_on_mean_pairwise_cosine():
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((60, 4)) + np.array([1.0, 0, 0, 0])
+    ref = np.mean([_cos(a, b) for a, b in itertools.permutations(emb, 2)])
+    assert mean_pairwise_cosine(emb) == pytest.approx(ref, abs=1e-6)
+    null = random_embsim(lambda idx: emb[idx], 60, m=5, samples=4000, seed=0)
+    assert null.mean() == pytest.approx(ref, abs=0.01)
+
+
+def test_random_sets_have_distinct_members_both_paths():
+    for n in (30, 10_000):  # argsort path and rejection path
+        idx = random_sets(n, 20, samples=600, seed=2)
+        assert idx.shape == (600, 20) and idx.max() < n
+        assert (np.diff(np.sort(idx, 1), axis=1) > 0).all()
+
+
+def test_ms_streaming_matches_quadratic_oracle():
+    rng = np.random.default_rng(2)
+    acts = np.maximum(rng.standard_normal((70, 6)), 0).astype(np.float32)
+    acts[:, 5] = 1.0  # constant feature -> NaN
+    emb = rng.standard_normal((70, 4)).astype(np.float32)
+    acc = MSAccumulator(6, 4)
+    for lo in range(0, 70, 16):
+        acc.update(torch.from_numpy(acts[lo : lo + 16]), emb[lo : lo + 16])
+    got, ref = acc.scores(), ms_oracle(acts, emb)
+    np.testing.assert_allclose(got[:5], ref[:5], rtol=1e-5, atol=1e-7)
+    assert np.isnan(got[5]) and np.isnan(ref[5])
+
+
+def test_ms_is_one_for_a_feature_firing_on_identical_embeddings():
+    emb = np.array([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3, np.float32)
+    acts = np.array([[1.0], [2.0], [3.0], [0.0], [0.0], [0.0]], np.float32)
+    acc = MSAccumulator(1, 2)
+    acc.update(torch.from_numpy(acts), emb)
+    assert acc.scores()[0] == pytest.approx(1.0)
+
+
+def test_cross_modal_correlation_matches_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.random((50, 3)).astype(np.float32)
+    y = (0.5 * x + rng.random((50, 3)) * np.array([0.1, 1.0, 10.0])).astype(np.float32)
+    acc = CorrelationAccumulator(3)
+    for lo in range(0, 50, 7):
+        acc.update(torch.from_numpy(x[lo : lo + 7]), torch.from_numpy(y[lo : lo + 7]))
+    ref = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(3)]
+    np.testing.assert_allclose(acc.correlation(), ref, rtol=1e-6)
+
+
+def test_win_rate_matches_pairwise_oracle_with_ties():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 5, 40).astype(float)
+    b = rng.integers(0, 5, 30).astype(float)
+    ref = np.mean([1.0 if u > v else 0.5 if u == v else 0.0 for u in a for v in b])
+    assert win_rate(a, b) == pytest.approx(ref)
+    assert win_rate([1, 2], [0, 0]) == 1.0 and win_rate([1.0], [1.0]) == 0.5
+
+
+def test_mean_ci_brackets_the_mean():
+    v = np.random.default_rng(5).normal(2.0, 1.0, 400)
+    r = mean_ci(v)
+    assert r["ci"][0] < r["mean"] < r["ci"][1]
+    assert r["ci"][1] - r["ci"][0] == pytest.approx(2 * 1.96 / 20, rel=0.2)
+    assert mean_ci(np.array([np.nan]))["mean"] is None
