@@ -6,6 +6,7 @@ import pytest
 
 from monoscope._util import MonoscopeError
 from monoscope.analysis.analyze import analyze, read_feature_table
+from monoscope.analysis.monosemanticity import ms_oracle
 from monoscope.featuremaps.identity import IdentityMap
 from monoscope.store import Store
 
@@ -31,8 +32,19 @@ def test_identity_analysis_matches_numpy(small_store: Path, tmp_path: Path):
     assert counts["ImgD"] == int((mds > mu + sd).sum())
     assert counts["TextD"] == int((mds < mu - sd).sum())
     top = np.load(out / "top" / "image_idx.npy")
-    assert top.shape == (16, 3)
-    np.testing.assert_array_equal(np.sort(top[0]), np.sort(np.argsort(-a_img[:, 0])[:3]))
+    assert top.shape == (16, 50)  # max(top_m, 50) kept for the m-sweep, sorted
+    np.testing.assert_array_equal(np.sort(top[0, :3]), np.sort(np.argsort(-a_img[:, 0])[:3]))
+    # EmbSim of feature 0 on images: mean pairwise cosine of its 3 top image embeddings
+    e = img[top[0, :3]]
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    g = e @ e.T
+    assert table["embsim_img"][0] == pytest.approx((g.sum() - 3) / 6, abs=1e-5)
+    np.testing.assert_allclose(table["ms_img"], ms_oracle(a_img, img), rtol=1e-4, atol=1e-6)
+    xcorr = [np.corrcoef(a_img[:, j], a_txt[:, j])[0, 1] for j in range(16)]
+    np.testing.assert_allclose(table["xcorr"], xcorr, rtol=1e-4, atol=1e-6)
+    metrics = summary["metrics"]
+    assert set(metrics["m_sweep"]) == {"3", "5", "10", "20", "50"}
+    assert metrics["embsim_img"]["all"]["n"] == 16
 
 
 def test_dimension_mismatch_is_a_clear_error(small_store: Path, tmp_path: Path):

@@ -1,12 +1,20 @@
-"""The analyze stage: one streaming pass over a store through a feature map."""
+"""The analyze stage: one streaming pass over a store through a feature map.
+
+The pass feeds every batch of paired activations (and the embeddings they came from) to a set
+of accumulators: per-modality sums and top-m heaps, MDS ratio sums, the Poisson bootstrap, the
+sign-flip test, the MonoSemanticity sums and the cross-modal correlation. Memory is
+O(K * (m + B + d)), independent of the number of pairs.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +31,15 @@ from .._util import (
 )
 from ..featuremaps import FeatureMap, load_featuremap
 from ..store import Store
-from .mds import RULES, alive_mask, group_features, modality_dominance
+from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
+from .monosemanticity import (
+    CorrelationAccumulator,
+    MSAccumulator,
+    embsim,
+    mean_ci,
+    mean_pairwise_cosine,
+    random_embsim,
+)
 from .stats import FeatureStats, RatioStats
 from .uncertainty import (
     PoissonBootstrap,
@@ -33,50 +49,56 @@ from .uncertainty import (
     summarise_bootstrap,
 )
 
-
-class PairAccumulator(Protocol):
-    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None: ...
+M_SWEEP = (5, 10, 20, 50)
 
 
-def collect_stats(
+@dataclass(frozen=True)
+class Batch:
+    """One batch of pairs: row offset, embeddings and feature activations of both modalities."""
+
+    start: int
+    x_img: np.ndarray
+    x_txt: np.ndarray
+    a_img: torch.Tensor
+    a_txt: torch.Tensor
+
+
+def stream(
     store: Store,
     fmap: FeatureMap,
+    consumers: Sequence[Callable[[Batch], None]],
     *,
-    top_m: int = 20,
     batch_size: int = 4096,
     device: str = "cpu",
-    pair_stats: Sequence[PairAccumulator] = (),
     progress: bool = True,
-) -> tuple[FeatureStats, FeatureStats, RatioStats]:
-    """Stream the store through ``fmap``: per-modality statistics and pair ratio statistics.
-
-    ``pair_stats`` are further accumulators fed every (image, text) activation batch.
-    """
+) -> None:
+    """Pass the store through ``fmap`` once, shard by shard, calling each consumer per batch."""
     if store.dim != fmap.dim:
         raise MonoscopeError(
             f"the store has dimension {store.dim} but the feature map expects {fmap.dim}"
         )
-    k = fmap.n_features
-    img_stats, txt_stats, ratios = FeatureStats(k, top_m), FeatureStats(k, top_m), RatioStats(k)
     fmap = fmap.to(device).eval()
     bar = tqdm(total=store.count, unit="pair", desc="analyze", disable=not progress)
     with torch.inference_mode():
         for shard in store.shards():
             for lo in range(0, len(shard.image), batch_size):
-                hi = min(lo + batch_size, len(shard.image))
-                a_img = _encode(fmap, shard.image[lo:hi], device)
-                a_txt = _encode(fmap, shard.text[lo:hi], device)
-                img_stats.update(a_img, shard.start + lo)
-                txt_stats.update(a_txt, shard.start + lo)
-                for acc in (ratios, *pair_stats):
-                    acc.update(a_img, a_txt)
-                bar.update(hi - lo)
+                x_img = np.array(shard.image[lo : lo + batch_size], dtype=np.float32)
+                x_txt = np.array(shard.text[lo : lo + batch_size], dtype=np.float32)
+                batch = Batch(
+                    shard.start + lo,
+                    x_img,
+                    x_txt,
+                    _encode(fmap, x_img, device),
+                    _encode(fmap, x_txt, device),
+                )
+                for consume in consumers:
+                    consume(batch)
+                bar.update(len(x_img))
     bar.close()
-    return img_stats, txt_stats, ratios
 
 
 def _encode(fmap: FeatureMap, x: np.ndarray, device: str) -> torch.Tensor:
-    acts = fmap.encode(torch.from_numpy(np.array(x, dtype=np.float32)).to(device)).float().cpu()
+    acts = fmap.encode(torch.from_numpy(x).to(device)).float().cpu()
     if not torch.isfinite(acts).all():
         raise MonoscopeError("the feature map produced non-finite activations")
     return acts
@@ -97,18 +119,21 @@ def analyze(
     min_effect: float = 0.1,
     permutations: int = 1000,
     bootstrap: int = 200,
+    null_sets: int = 1000,
     batch_size: int = 4096,
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Score every feature's MDS, group the features and find their top-m samples.
+    """Score every feature's MDS, group the features, find their top-m samples and measure
+    their monosemanticity.
 
     ``rule`` is one of ``std`` (default), ``fixed``, ``quantile`` or ``test`` (sign-flip
     permutation test with BH FDR ``fdr`` and an MDS effect floor ``min_effect``). With
     ``bootstrap`` > 0, a Poisson bootstrap over pairs gives 95% CIs of MDS and group sizes and
-    each feature's group stability. Writes ``features.csv``, ``summary.json`` and
-    ``top/{image,text}_{idx,val}.npy`` into ``out``.
+    each feature's group stability. EmbSim uses the store's own embeddings as the evaluator and
+    ``null_sets`` random m-sets as its null. Writes ``features.csv``, ``summary.json`` and
+    ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest activations, sorted).
     """
     if rule not in (*RULES, "test"):
         raise MonoscopeError(f"unknown grouping rule {rule!r}")
@@ -118,24 +143,31 @@ def analyze(
     if not isinstance(featuremap, FeatureMap):
         fmap_path = Path(featuremap)
         featuremap = load_featuremap(fmap_path)
-    k = featuremap.n_features
+    k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
+    img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
+    ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
+    corr = CorrelationAccumulator(k)
     boot = PoissonBootstrap(k, bootstrap, seed) if bootstrap > 0 else None
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
-    img, txt, ratios = collect_stats(
-        store,
-        featuremap,
-        top_m=top_m,
-        batch_size=batch_size,
-        device=device,
-        pair_stats=[a for a in (boot, test) if a is not None],
-        progress=progress,
-    )
+    consumers: list[Callable[[Batch], None]] = [
+        lambda b: img.update(b.a_img, b.start),
+        lambda b: txt.update(b.a_txt, b.start),
+        lambda b: ms_img.update(b.a_img, b.x_img),
+        lambda b: ms_txt.update(b.a_txt, b.x_txt),
+        *(
+            partial(lambda acc, b: acc.update(b.a_img, b.a_txt), acc)
+            for acc in (ratios, corr, boot, test)
+            if acc is not None
+        ),
+    ]
+    stream(store, featuremap, consumers, batch_size=batch_size, device=device, progress=progress)
+
     mu_img, mu_txt = img.mean, txt.mean
     alive = alive_mask(mu_img, mu_txt)
     if not alive.any():
         raise MonoscopeError("no feature is active on this store: nothing to analyse")
     mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean)
-    columns = {
+    columns: dict[str, np.ndarray] = {
         "feature": np.arange(k),
         "alive": alive.astype(int),
         "mu_img": mu_img,
@@ -161,10 +193,18 @@ def analyze(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    tops = {}
     for modality, stats in (("image", img), ("text", txt)):
-        idx, val = stats.top()
-        save_npy(out / "top" / f"{modality}_idx.npy", idx)
-        save_npy(out / "top" / f"{modality}_val.npy", val)
+        tops[modality] = stats.top()
+        save_npy(out / "top" / f"{modality}_idx.npy", tops[modality][0])
+        save_npy(out / "top" / f"{modality}_val.npy", tops[modality][1])
+    mono, mono_summary = _monosemanticity(
+        store, {m: tops[m][0] for m in tops}, grouping.groups, top_m, null_sets, seed
+    )
+    columns.update(mono)
+    columns.update(ms_img=ms_img.scores(), ms_txt=ms_txt.scores(), xcorr=corr.correlation())
+    for name in ("ms_img", "ms_txt", "xcorr"):
+        mono_summary[name] = _per_group(columns[name], grouping.groups, seed)
     write_feature_table(out / "features.csv", columns)
     alive_mds = mds[alive]
     summary: dict[str, Any] = {
@@ -179,7 +219,9 @@ def analyze(
         "grouping": {"rule": grouping.rule, "low": grouping.low, "high": grouping.high},
         "groups": groups,
         "bootstrap": {"replicates": bootstrap, "kind": "poisson", "level": 0.95},
+        "metrics": mono_summary,
         "top_m": top_m,
+        "top_kept": keep,
         "store": str(store.path.resolve()),
         "featuremap": str(fmap_path.resolve()) if fmap_path else None,
         "featuremap_kind": featuremap.kind,
@@ -195,6 +237,62 @@ def analyze(
         summary["featuremap_metrics"] = read_json(fmap_path / "metrics.json")
     write_json(out / "summary.json", summary)
     return out
+
+
+def _per_group(values: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, Any]:
+    """Mean and 95% CI of a per-feature metric within each group and over all alive features."""
+    out = {g: mean_ci(values[groups == g], seed=seed) for g in GROUPS}
+    out["all"] = mean_ci(values[groups != "dead"], seed=seed)
+    return out
+
+
+def top_embsim(
+    store: Store, modality: str, top_idx: np.ndarray, m: int, chunk: int = 512
+) -> np.ndarray:
+    """EmbSim of each feature's top-m samples, evaluated with the store's own embeddings."""
+    out = np.full(len(top_idx), np.nan)
+    for lo in range(0, len(top_idx), chunk):
+        idx = top_idx[lo : lo + chunk, :m]
+        out[lo : lo + chunk] = embsim(store.rows(modality, idx), idx >= 0)
+    return out
+
+
+def _monosemanticity(
+    store: Store,
+    tops: dict[str, np.ndarray],
+    groups: np.ndarray,
+    top_m: int,
+    null_sets: int,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """EmbSim per feature and modality (m = ``top_m``), its lift over the random-set mean, the
+    share of features above the random sets' 95th percentile, and the m-sweep."""
+    columns: dict[str, np.ndarray] = {}
+    summary: dict[str, Any] = {"evaluator": "store embeddings", "m_sweep": {}}
+    for modality, short in (("image", "img"), ("text", "txt")):
+        gather = partial(store.rows, modality)
+        sample = gather(np.random.default_rng(seed).permutation(store.count)[:20000])
+        baseline = mean_pairwise_cosine(sample)
+        summary[f"random_embsim_{short}"] = {"mean": baseline}
+        for m in sorted({top_m, *M_SWEEP}):
+            if m > store.count:
+                continue
+            sims = top_embsim(store, modality, tops[modality], m)
+            sweep = summary["m_sweep"].setdefault(str(m), {})
+            sweep[f"embsim_{short}"] = _per_group(sims, groups, seed)
+            if m == top_m:
+                null = random_embsim(gather, store.count, m, null_sets, seed)
+                p95 = float(np.percentile(null, 95))
+                summary[f"random_embsim_{short}"]["p95"] = p95
+                columns[f"embsim_{short}"] = sims
+                columns[f"lift_{short}"] = sims - baseline
+                summary[f"embsim_{short}"] = sweep[f"embsim_{short}"]
+                summary[f"lift_{short}"] = _per_group(sims - baseline, groups, seed)
+                alive = (groups != "dead") & np.isfinite(sims)
+                summary[f"share_above_random_p95_{short}"] = (
+                    float((sims[alive] > p95).mean()) if alive.any() else None
+                )
+    return columns, summary
 
 
 def write_feature_table(path: Path, columns: dict[str, np.ndarray]) -> Path:
