@@ -1,9 +1,13 @@
 """The public Python API: one function per pipeline stage (the CLI is a thin layer over it).
 
-    store = embed("pocket", "emoji", "runs/x/store")
-    fmap = train(store, "sae-topk", "runs/x/featuremap", latents=1024, k=16)
-    analysis = analyze(store, fmap, "runs/x/analysis")
-    report(analysis, "runs/x/report.html")
+Example::
+
+    from monoscope import api
+
+    store = api.embed("pocket", "emoji", "runs/x/store")
+    fmap = api.train(store, "sae-topk", "runs/x/featuremap", latents=1024, k=16)
+    analysis = api.analyze(store, fmap, "runs/x/analysis")
+    api.report(analysis, "runs/x/report.html")
 """
 
 from __future__ import annotations

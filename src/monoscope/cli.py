@@ -127,11 +127,13 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--high", type=float, default=0.75, help="ImgD above this (rule fixed)")
     p.add_argument("--quantile", type=float, default=0.2, help="tail share (rule quantile)")
     p.add_argument("--fdr", type=float, default=0.05, help="FDR level (rule test)")
-    p.add_argument("--min-effect", type=float, default=0.1,
-                   help="least |MDS - 0.5| for ImgD/TextD (rule test)")
+    p.add_argument(
+        "--min-effect", type=float, default=0.1, help="least |MDS - 0.5| for ImgD/TextD (rule test)"
+    )
     p.add_argument("--permutations", type=int, default=1000, help="sign flips (rule test)")
-    p.add_argument("--bootstrap", type=int, default=200,
-                   help="Poisson bootstrap replicates for CIs (0: none)")
+    p.add_argument(
+        "--bootstrap", type=int, default=200, help="Poisson bootstrap replicates for CIs (0: none)"
+    )
     p.add_argument("--batch-size", type=int, default=4096)
     _common(p)
     p.set_defaults(run=_run_analyze)

@@ -84,21 +84,17 @@ def stream(
             for lo in range(0, len(shard.image), batch_size):
                 x_img = np.array(shard.image[lo : lo + batch_size], dtype=np.float32)
                 x_txt = np.array(shard.text[lo : lo + batch_size], dtype=np.float32)
-                batch = Batch(
-                    shard.start + lo,
-                    x_img,
-                    x_txt,
-                    _encode(fmap, x_img, device),
-                    _encode(fmap, x_txt, device),
-                )
+                a_img = _encode(fmap, x_img, "image", device)
+                a_txt = _encode(fmap, x_txt, "text", device)
+                batch = Batch(shard.start + lo, x_img, x_txt, a_img, a_txt)
                 for consume in consumers:
                     consume(batch)
                 bar.update(len(x_img))
     bar.close()
 
 
-def _encode(fmap: FeatureMap, x: np.ndarray, device: str) -> torch.Tensor:
-    acts = fmap.encode(torch.from_numpy(x).to(device)).float().cpu()
+def _encode(fmap: FeatureMap, x: np.ndarray, modality: str, device: str) -> torch.Tensor:
+    acts = fmap.encode_modality(torch.from_numpy(x).to(device), modality).float().cpu()
     if not torch.isfinite(acts).all():
         raise MonoscopeError("the feature map produced non-finite activations")
     return acts
