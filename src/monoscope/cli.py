@@ -164,6 +164,50 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
     return [out / "features.csv", out / "summary.json", out / "top"]
 
 
+def _add_ablate(sub: Any) -> None:
+    p = sub.add_parser("ablate", help="remove feature groups; zero-shot and retrieval", **_fmt)
+    p.add_argument("--store", required=True, type=Path)
+    p.add_argument("--featuremap", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="directory for ablation.json")
+    p.add_argument("--analysis", type=Path, help="groups from this analysis (default: computed)")
+    p.add_argument("--model", help="encoder for class prompts (default: the store's model)")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        help="label keys used as zero-shot classes (default: subgroup and group where present)",
+    )
+    p.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        help="class prompt template with {} (repeatable; default: built-in set)",
+    )
+    p.add_argument("--control-seeds", type=int, default=5, help="random same-size controls")
+    p.add_argument("--max-pairs", type=int, default=4000, help="pairs evaluated")
+    _common(p)
+    p.set_defaults(run=_run_ablate)
+
+
+def _run_ablate(a: argparse.Namespace) -> list[Path]:
+    from .analysis.ablation import TEMPLATES, ablate
+
+    out = ablate(
+        a.store,
+        a.featuremap,
+        a.out,
+        analysis=a.analysis,
+        model=a.model,
+        label_keys=a.labels,
+        templates=a.templates or TEMPLATES,
+        control_seeds=a.control_seeds,
+        max_pairs=a.max_pairs,
+        device=a.device,
+        seed=a.seed,
+        progress=not a.quiet,
+    )
+    return [out / "ablation.json"]
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="render the self-contained HTML report", **_fmt)
     p.add_argument("--analysis", required=True, type=Path)
@@ -270,7 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"monoscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_embed, _add_train, _add_analyze, _add_report, _add_pocket):
+    for add in (
+        _add_demo,
+        _add_embed,
+        _add_train,
+        _add_analyze,
+        _add_ablate,
+        _add_report,
+        _add_pocket,
+    ):
         add(sub)
     return parser
 

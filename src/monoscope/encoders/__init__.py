@@ -48,3 +48,15 @@ def load_encoder(spec: str, device: str = "cpu") -> DualEncoder:
     from .hf import HFEncoder
 
     return HFEncoder.load(spec, device=device)
+
+
+def encoder_spec(info: dict[str, Any]) -> str:
+    """The ``load_encoder`` spec that reloads the encoder described by a manifest's ``model``."""
+    kind, ident = info.get("kind"), info.get("id")
+    if kind == "pocket":
+        return "pocket"
+    if kind == "open_clip":
+        return f"open_clip:{ident}"
+    if kind == "hf" and ident:
+        return str(ident)
+    raise ValueError(f"cannot reload an encoder of kind {kind!r}; pass --model explicitly")

@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ToyEncoder
+from monoscope.analysis.ablation import (
+    ablate,
+    paired_drop,
+    remove_features,
+    retrieval_hits,
+    zero_shot_hits,
+)
+from monoscope.analysis.analyze import analyze, read_feature_table
+from monoscope.featuremaps.identity import IdentityMap
+from monoscope.store import Store
+
+
+def test_remove_features_identity_by_hand():
+    g = IdentityMap(3)
+    x = torch.tensor([[1.0, -2.0, 3.0]])
+    removed = np.zeros(6, bool)
+    assert torch.equal(remove_features(g, x, "image", removed), x)
+    removed[[0, 4]] = True  # +dim0 and -dim1
+    assert remove_features(g, x, "image", removed).tolist() == [[0.0, 0.0, 3.0]]
+    removed[:] = False
+    removed[3] = True  # -dim0 is inactive on this x: nothing changes
+    assert remove_features(g, x, "text", removed).tolist() == [[1.0, -2.0, 3.0]]
+
+
+def test_remove_features_keeps_reconstruction_error():
+    class Linear(IdentityMap):  # decoder that loses half of every coordinate
+        def decode(self, z):
+            return 0.5 * super().decode(z)
+
+    g = Linear(2)
+    x = torch.tensor([[2.0, 4.0]])
+    removed = np.array([True, False, False, False])
+    # contribution of +dim0 through the lossy decoder is 0.5 * 2 = 1
+    assert remove_features(g, x, "image", removed).tolist() == [[1.0, 4.0]]
+
+
+def test_retrieval_hits_by_hand():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])
+    hits = retrieval_hits(img, txt, ks=(1, 2))
+    # image 0: text 1 (cos 1.0) beats its text 0 (0.995): rank 1
+    # image 1: texts 2 (1.0) and 0 (0.0995) beat its text 1 (0.0): rank 2
+    # image 2: text 0 (0.774) beats its text 2 (0.707); text 1 ties (0.707), ties don't count
+    assert hits["i2t@1"].tolist() == [False, False, False]
+    assert hits["i2t@2"].tolist() == [True, False, True]
+
+
+def test_zero_shot_and_paired_drop():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert zero_shot_hits(img, classes, np.array([0, 1, 1])).tolist() == [True, True, False]
+    drop, ci = paired_drop(np.array([1, 1, 0, 1]), np.array([1, 1, 0, 1]))
+    assert drop == 0 and ci == [0.0, 0.0]
+    drop, _ = paired_drop(np.array([1, 1, 1, 1]), np.array([0, 1, 0, 1]))
+    assert drop == 0.5
+
+
+def test_ablate_end_to_end_with_identity(small_store: Path, tmp_path: Path):
+    fmap_dir = IdentityMap(8).save(tmp_path / "f")
+    analysis = analyze(
+        small_store, fmap_dir, tmp_path / "a", bootstrap=0, device="cpu", progress=False
+    )
+    out = ablate(
+        small_store,
+        fmap_dir,
+        tmp_path / "abl",
+        analysis=analysis,
+        model=ToyEncoder(),
+        label_keys=["parity"],
+        control_seeds=2,
+        device="cpu",
+    )
+    result = json.loads((out / "ablation.json").read_text())
+    s = Store(small_store)
+    hits = retrieval_hits(torch.from_numpy(s.load("image")), torch.from_numpy(s.load("text")))
+    assert result["baseline"]["i2t@1"] == pytest.approx(hits["i2t@1"].mean())
+    groups = read_feature_table(analysis / "features.csv")["group"]
+    img_d = groups == "ImgD"
+    expected = remove_features(IdentityMap(8), torch.from_numpy(s.load("image")), "image", img_d)
+    expected_txt = remove_features(IdentityMap(8), torch.from_numpy(s.load("text")), "text", img_d)
+    hits = retrieval_hits(expected, expected_txt)
+    removal = result["removals"]["ImgD"]
+    assert removal["n_features"] == int(img_d.sum())
+    assert removal["metrics"]["i2t@1"]["value"] == pytest.approx(hits["i2t@1"].mean())
+    assert (
+        set(removal["control"])
+        == set(removal["metrics"])
+        == {"i2t@1", "i2t@5", "t2i@1", "t2i@5", "zeroshot/parity"}
+    )
+    lo, hi = removal["metrics"]["t2i@5"]["drop_ci"]
+    assert lo <= removal["metrics"]["t2i@5"]["drop"] <= hi
