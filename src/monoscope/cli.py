@@ -208,6 +208,21 @@ def _run_ablate(a: argparse.Namespace) -> list[Path]:
     return [out / "ablation.json"]
 
 
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser("compare", help="compare analyses of models or feature maps", **_fmt)
+    p.add_argument("analyses", nargs="+", type=Path, help="analysis directories")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--names", nargs="+", help="display names, one per analysis")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(a: argparse.Namespace) -> list[Path]:
+    from .analysis.compare import compare
+
+    out = compare(a.analyses, a.out, a.names)
+    return [out / "compare.json", out / "mds.png"]
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="render the self-contained HTML report", **_fmt)
     p.add_argument("--analysis", required=True, type=Path)
@@ -319,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_embed,
         _add_train,
         _add_analyze,
+        _add_compare,
         _add_ablate,
         _add_report,
         _add_pocket,
