@@ -135,6 +135,12 @@ def _add_analyze(sub: Any) -> None:
         "--bootstrap", type=int, default=200, help="Poisson bootstrap replicates for CIs (0: none)"
     )
     p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument(
+        "--words",
+        action="store_true",
+        help="word-occlusion analysis of text-side features (loads the encoder)",
+    )
+    p.add_argument("--model", help="encoder for --words (default: the store's model)")
     _common(p)
     p.set_defaults(run=_run_analyze)
 
@@ -161,7 +167,25 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         seed=a.seed,
         progress=not a.quiet,
     )
-    return [out / "features.csv", out / "summary.json", out / "top"]
+    written = [out / "features.csv", out / "summary.json", out / "top"]
+    if a.words:
+        written.append(_words(a.store, a.featuremap, out, a.model, a.device))
+    return written
+
+
+def _words(
+    store_path: Path, fmap_path: Path, analysis: Path, model: str | None, device: str
+) -> Path:
+    from ._util import resolve_device
+    from .analysis.words import word_drivers
+    from .encoders import encoder_spec, load_encoder
+    from .featuremaps import load_featuremap
+    from .store import Store
+
+    device = resolve_device(device)
+    store = Store(store_path)
+    encoder = load_encoder(model or encoder_spec(store.manifest["model"]), device=device)
+    return word_drivers(store, load_featuremap(fmap_path, device), analysis, encoder, device=device)
 
 
 def _add_ablate(sub: Any) -> None:
