@@ -102,3 +102,13 @@ def test_mean_ci_brackets_the_mean():
     assert r["ci"][0] < r["mean"] < r["ci"][1]
     assert r["ci"][1] - r["ci"][0] == pytest.approx(2 * 1.96 / 20, rel=0.2)
     assert mean_ci(np.array([np.nan]))["mean"] is None
+
+
+def test_embsim_prefix_lengths_match_truncated_sets():
+    rng = np.random.default_rng(6)
+    e = rng.standard_normal((5, 6, 4))
+    valid = np.ones((5, 6), bool)
+    valid[1, 4:] = False
+    both = embsim(e, valid, ms=[3, 6])
+    np.testing.assert_allclose(both[0], embsim(e[:, :3], valid[:, :3]), atol=1e-6)
+    np.testing.assert_allclose(both[1], embsim(e, valid), atol=1e-6)

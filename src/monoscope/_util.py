@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class MonoscopeError(Exception):
     """An error caused by user input; the CLI prints it as one line and exits non-zero."""
@@ -31,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give outputs normal modes
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -243,13 +243,15 @@ def _per_group(values: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, A
 
 
 def top_embsim(
-    store: Store, modality: str, top_idx: np.ndarray, m: int, chunk: int = 512
+    store: Store, modality: str, top_idx: np.ndarray, ms: Sequence[int], chunk: int = 256
 ) -> np.ndarray:
-    """EmbSim of each feature's top-m samples, evaluated with the store's own embeddings."""
-    out = np.full(len(top_idx), np.nan)
+    """(len(ms), K) EmbSim of each feature's top-m samples for every m in ``ms``, evaluated with
+    the store's own embeddings (one gather of the top max(ms) rows per feature chunk)."""
+    out = np.full((len(ms), len(top_idx)), np.nan)
+    m_max = max(ms)
     for lo in range(0, len(top_idx), chunk):
-        idx = top_idx[lo : lo + chunk, :m]
-        out[lo : lo + chunk] = embsim(store.rows(modality, idx), idx >= 0)
+        idx = top_idx[lo : lo + chunk, :m_max]
+        out[:, lo : lo + chunk] = embsim(store.rows(modality, idx), idx >= 0, ms)
     return out
 
 
@@ -270,10 +272,9 @@ def _monosemanticity(
         sample = gather(np.random.default_rng(seed).permutation(store.count)[:20000])
         baseline = mean_pairwise_cosine(sample)
         summary[f"random_embsim_{short}"] = {"mean": baseline}
-        for m in sorted({top_m, *M_SWEEP}):
-            if m > store.count:
-                continue
-            sims = top_embsim(store, modality, tops[modality], m)
+        ms = [m for m in sorted({top_m, *M_SWEEP}) if m <= store.count]
+        all_sims = top_embsim(store, modality, tops[modality], ms)
+        for m, sims in zip(ms, all_sims, strict=True):
             sweep = summary["m_sweep"].setdefault(str(m), {})
             sweep[f"embsim_{short}"] = _per_group(sims, groups, seed)
             if m == top_m:

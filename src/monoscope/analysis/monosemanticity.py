@@ -8,7 +8,7 @@ the matching evaluator embeddings and keep O(K * d) state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,22 +20,30 @@ def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
-def embsim(top_embeddings: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+def embsim(
+    top_embeddings: np.ndarray, valid: np.ndarray | None = None, ms: Sequence[int] | None = None
+) -> np.ndarray:
     """Mean pairwise cosine of each feature's top-m evaluator embeddings.
 
-    ``top_embeddings`` is (K, m, d); ``valid`` (K, m) marks real entries (features with fewer
-    than 2 valid entries get NaN). Uses ||sum e||^2 = sum_ij <e_i, e_j>, so it is O(K*m*d).
+    ``top_embeddings`` is (K, m, d), sorted by activation; ``valid`` (K, m) marks real entries
+    (a feature with fewer than 2 valid entries gets NaN). One batched Gram matrix per feature
+    (O(K*m^2*d) in a matmul) gives the cosines; with ``ms`` the result is (len(ms), K): the
+    EmbSim of every prefix length in ``ms``, read off the Gram matrix's 2-D prefix sums.
     """
-    e = unit_rows(top_embeddings)
-    if valid is not None:
-        e = e * torch.as_tensor(valid, dtype=torch.float32)[..., None]
-        m = torch.as_tensor(valid).sum(1).double()
-    else:
-        m = torch.full((e.shape[0],), float(e.shape[1]), dtype=torch.float64)
-    s = e.sum(1).double()
-    pair_sum = (s * s).sum(1) - (e.double() ** 2).sum((1, 2))
-    out = pair_sum / (m * (m - 1)).clamp(min=1)
-    return torch.where(m >= 2, out, torch.nan).numpy()
+    x = torch.as_tensor(top_embeddings, dtype=torch.float32)
+    k, m_max = x.shape[:2]
+    v = torch.ones(k, m_max) if valid is None else torch.as_tensor(valid, dtype=torch.float32)
+    gram = torch.bmm(x, x.transpose(1, 2))
+    inv = v / gram.diagonal(dim1=1, dim2=2).clamp(min=1e-24).sqrt()
+    cos = (gram * inv[:, :, None] * inv[:, None, :]).double()
+    block = cos.cumsum(1).cumsum(2)  # block[:, a, a] = sum of cos over the first a+1 rows
+    counts = v.cumsum(1).double()
+    out = []
+    for m in [m_max] if ms is None else ms:
+        n = counts[:, m - 1]
+        sims = (block[:, m - 1, m - 1] - n) / (n * (n - 1)).clamp(min=1)
+        out.append(torch.where(n >= 2, sims, torch.nan).numpy())
+    return np.stack(out) if ms is not None else out[0]
 
 
 def random_sets(n: int, m: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -92,8 +100,8 @@ class MSAccumulator:
         self.n += a.shape[0]
         self.ae += (a.T @ e).double()
         self.e += e.sum(0).double()
-        self.a += a.sum(0).double()
-        self.a2 += (a.double() ** 2).sum(0)
+        self.a += a.sum(0, dtype=torch.float64)
+        self.a2 += (a * a).sum(0, dtype=torch.float64)
         self.lo = torch.minimum(self.lo, a.min(0).values.double())
         self.hi = torch.maximum(self.hi, a.max(0).values.double())
 
@@ -136,13 +144,13 @@ class CorrelationAccumulator:
         self.sx, self.sy, self.sxx, self.syy, self.sxy = z(), z(), z(), z(), z()
 
     def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
-        x, y = acts_img.double(), acts_txt.double()
+        x, y, f64 = acts_img.float(), acts_txt.float(), torch.float64
         self.n += x.shape[0]
-        self.sx += x.sum(0)
-        self.sy += y.sum(0)
-        self.sxx += (x * x).sum(0)
-        self.syy += (y * y).sum(0)
-        self.sxy += (x * y).sum(0)
+        self.sx += x.sum(0, dtype=f64)
+        self.sy += y.sum(0, dtype=f64)
+        self.sxx += (x * x).sum(0, dtype=f64)
+        self.syy += (y * y).sum(0, dtype=f64)
+        self.sxy += (x * y).sum(0, dtype=f64)
 
     def correlation(self) -> np.ndarray:
         n = max(self.n, 1)
