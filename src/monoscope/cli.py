@@ -40,6 +40,12 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="store directory")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=4096, help="pairs per shard")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="model compute dtype: auto (checkpoint's), fp32, fp16, bf16 "
+        "(default: fp32); stored embeddings are always float32",
+    )
     p.add_argument("--no-normalize", action="store_true", help="store raw, not L2-normalised")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -58,6 +64,7 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
             batch_size=a.batch_size,
             shard_size=a.shard_size,
             device=a.device,
+            dtype=a.dtype,
             normalize=not a.no_normalize,
             resume=a.resume,
             overwrite=a.overwrite,

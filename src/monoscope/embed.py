@@ -25,6 +25,7 @@ def embed(
     batch_size: int = 64,
     shard_size: int = 4096,
     device: str = "auto",
+    dtype: str | None = None,
     normalize: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -40,7 +41,7 @@ def embed(
         raise MonoscopeError("--batch-size and --shard-size must be positive")
     device = resolve_device(device)
     source = open_source(data) if isinstance(data, str) else data
-    encoder = load_encoder(model, device=device) if isinstance(model, str) else model
+    encoder = load_encoder(model, device=device, dtype=dtype) if isinstance(model, str) else model
     header: dict[str, Any] = {
         "model": encoder.info(),
         "dim": int(encoder.dim),

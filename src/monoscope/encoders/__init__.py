@@ -34,9 +34,22 @@ class DualEncoder(Protocol):
         """(B, dim) float32 embeddings of captions."""
         ...
 
+    def image_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 3, H, W) pixels in [0, 1] after the model's resize/crop, before normalisation."""
+        ...
 
-def load_encoder(spec: str, device: str = "cpu") -> DualEncoder:
-    """Load a dual encoder by spec (see module docstring) onto ``device``."""
+    def encode_image_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable image embeddings of ``image_tensor`` pixels (normalises inside);
+        ``encode_image_tensor(image_tensor(ims))`` matches ``encode_images(ims)``."""
+        ...
+
+
+def load_encoder(spec: str, device: str = "cpu", dtype: str | None = None) -> DualEncoder:
+    """Load a dual encoder by spec (see module docstring) onto ``device``.
+
+    ``dtype`` (HF and open_clip only): None for float32, ``auto`` for the checkpoint's, or
+    ``fp16``/``bf16``/...; embeddings are returned as float32 whatever the compute dtype.
+    """
     if spec == "pocket":
         from .pocket import PocketEncoder
 
@@ -44,10 +57,10 @@ def load_encoder(spec: str, device: str = "cpu") -> DualEncoder:
     if spec.startswith("open_clip:"):
         from .openclip import OpenClipEncoder
 
-        return OpenClipEncoder.load(spec.removeprefix("open_clip:"), device=device)
+        return OpenClipEncoder.load(spec.removeprefix("open_clip:"), device=device, dtype=dtype)
     from .hf import HFEncoder
 
-    return HFEncoder.load(spec, device=device)
+    return HFEncoder.load(spec, device=device, dtype=dtype)
 
 
 def encoder_spec(info: dict[str, Any]) -> str:
