@@ -40,6 +40,7 @@ from .monosemanticity import (
     mean_pairwise_cosine,
     random_embsim,
 )
+from .naming import feature_names
 from .stats import FeatureStats, RatioStats
 from .uncertainty import (
     PoissonBootstrap,
@@ -198,6 +199,7 @@ def analyze(
         store, {m: tops[m][0] for m in tops}, grouping.groups, top_m, null_sets, seed
     )
     columns.update(mono)
+    columns["name"] = feature_names(store, tops["image"][0], tops["text"][0], grouping.groups)
     columns.update(ms_img=ms_img.scores(), ms_txt=ms_txt.scores(), xcorr=corr.correlation())
     for name in ("ms_img", "ms_txt", "xcorr"):
         mono_summary[name] = _per_group(columns[name], grouping.groups, seed)
