@@ -91,12 +91,21 @@ def test_interrupted_embed_resumes_without_loss_or_duplicates(tmp_path: Path):
             resume=True,
         )
     )
-    # Two full shards (32 stored rows = 34 records read) were committed before the crash, so
-    # only records 34..39 are decoded again.
-    assert encoder.image_calls == 6
+    # Shards 0 and 1 (records 0..31) were committed before the crash, so only records 32..39
+    # are decoded again.
+    assert encoder.image_calls == 8
     assert [p["id"] for p in resumed.pairs()] == [p["id"] for p in reference.pairs()]
     np.testing.assert_array_equal(resumed.load("image"), reference.load("image"))
     assert resumed.manifest["skipped"] == reference.manifest["skipped"]
+
+
+def test_decoding_workers_give_the_same_store(tmp_path: Path):
+    bad = {5: "corrupt image", 30: "missing image"}
+    ref = _embed(tmp_path / "ref", ListSource(45, bad=bad))
+    par = _embed(tmp_path / "par", ListSource(45, bad=bad), workers=2, batch_size=4)
+    assert [p["id"] for p in par.pairs()] == [p["id"] for p in ref.pairs()]
+    np.testing.assert_array_equal(par.load("text"), ref.load("text"))
+    assert par.manifest["skipped"] == ref.manifest["skipped"]
 
 
 def test_existing_store_needs_resume_or_overwrite(tmp_path: Path):

@@ -39,7 +39,18 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--data", required=True, help="emoji | a .jsonl/.csv file of pairs")
     p.add_argument("--out", required=True, type=Path, help="store directory")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-size", type=int, default=4096, help="pairs per shard")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=4096,
+        help="source records per shard (the unit of resume and of data parallelism)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader processes decoding images beside the model",
+    )
     p.add_argument(
         "--dtype",
         default=None,
@@ -63,6 +74,7 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
             a.out,
             batch_size=a.batch_size,
             shard_size=a.shard_size,
+            workers=a.workers,
             device=a.device,
             dtype=a.dtype,
             normalize=not a.no_normalize,

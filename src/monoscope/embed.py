@@ -1,14 +1,24 @@
-"""The embed stage: run a dual encoder over a pair source into a store."""
+"""The embed stage: run a dual encoder over a pair source into a store.
+
+Images are decoded in DataLoader worker processes (``workers``), overlapped with the model's
+forward pass. The source is cut into shards of ``shard_size`` records; under ``torchrun`` (or
+any launcher that sets ``RANK``/``WORLD_SIZE``) every rank embeds the shards b with
+b % world == rank into the same store directory, and rank 0 merges them at the end, so the
+result is the same store, row for row, as a single-process run.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from ._util import MonoscopeError, resolve_device
@@ -24,6 +34,7 @@ def embed(
     *,
     batch_size: int = 64,
     shard_size: int = 4096,
+    workers: int = 0,
     device: str = "auto",
     dtype: str | None = None,
     normalize: bool = True,
@@ -35,10 +46,13 @@ def embed(
 
     Pairs with a missing or corrupt image, an empty caption, or a non-finite embedding are
     skipped and counted by reason in the manifest. With ``resume=True`` an interrupted run
-    continues after its last committed shard.
+    continues at its first uncommitted shard.
     """
-    if batch_size < 1 or shard_size < 1:
-        raise MonoscopeError("--batch-size and --shard-size must be positive")
+    if batch_size < 1 or shard_size < 1 or workers < 0:
+        raise MonoscopeError("--batch-size and --shard-size must be positive, --workers >= 0")
+    rank, world = _distributed()
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     device = resolve_device(device)
     source = open_source(data) if isinstance(data, str) else data
     encoder = load_encoder(model, device=device, dtype=dtype) if isinstance(model, str) else model
@@ -49,89 +63,159 @@ def embed(
         "source": source.describe(),
         "shard_size": shard_size,
     }
-    writer = StoreWriter(out, header, resume=resume, overwrite=overwrite)
+    if rank != 0:
+        _barrier(world)  # rank 0 prepares (or replaces) the directory first
+    writer = StoreWriter(out, header, resume=resume, overwrite=overwrite, rank=rank, world=world)
+    if rank == 0:
+        _barrier(world)
     if writer.complete:
         return writer.path
-    consumed = writer.consumed
-    skipped: Counter[str] = Counter(writer.manifest["skipped"]["reasons"])
+    chunks = _Chunks(source, writer, batch_size)
+    loader = DataLoader(
+        chunks,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
     total = _length(source)
-    bar = tqdm(total=total, initial=consumed, unit="pair", desc="embed", disable=not progress)
-    buf_img: list[np.ndarray] = []
-    buf_txt: list[np.ndarray] = []
-    buf_pairs: list[dict[str, Any]] = []
-    records = itertools.islice(iter(source), consumed, None)
+    bar = tqdm(
+        total=total and -(-total // world),
+        unit="pair",
+        desc="embed",
+        disable=not progress or rank != 0,
+    )
+    current, rows_img, rows_txt, kept, skipped = -1, [], [], [], Counter()
+    records = 0
     with torch.inference_mode():
-        # A batch never crosses a shard boundary, so a committed shard always ends exactly at
-        # the committed source position and resume neither loses nor repeats a record.
-        while batch := list(
-            itertools.islice(records, min(batch_size, shard_size - len(buf_pairs)))
-        ):
-            images, texts, kept = [], [], []
-            for pair in batch:
-                try:
-                    images.append(_load(pair))
-                except BadRecord as e:
-                    skipped[e.reason] += 1
-                    continue
-                texts.append(pair.caption)
-                kept.append(pair)
-            if kept:
-                img = _as_numpy(encoder.encode_images(images))
-                txt = _as_numpy(encoder.encode_texts(texts))
+        for shard, end, items in loader:
+            if shard == _END:
+                records = end
+                continue
+            if shard != current:
+                if current >= 0:
+                    _commit(writer, current, rows_img, rows_txt, kept, skipped)
+                current, rows_img, rows_txt, kept, skipped = shard, [], [], [], Counter()
+            good = []
+            for pair, image, reason in items:
+                if reason is None:
+                    good.append((pair, image))
+                else:
+                    skipped[reason] += 1
+            if good:
+                img = _as_numpy(encoder.encode_images([im for _, im in good]))
+                txt = _as_numpy(encoder.encode_texts([p["caption"] for p, _ in good]))
                 _check_dims(img, txt, encoder.dim)
-                finite = np.isfinite(img).all(1) & np.isfinite(txt).all(1)
+                ok = np.isfinite(img).all(1) & np.isfinite(txt).all(1)
                 if normalize:
                     img, txt = _l2_normalize(img), _l2_normalize(txt)
-                    finite &= (np.linalg.norm(img, axis=1) > 0) & (np.linalg.norm(txt, axis=1) > 0)
-                if not finite.all():
-                    skipped["non-finite embedding"] += int((~finite).sum())
-                buf_img.append(img[finite])
-                buf_txt.append(txt[finite])
-                buf_pairs.extend(_record(p) for p, ok in zip(kept, finite, strict=True) if ok)
-            consumed += len(batch)
-            bar.update(len(batch))
-            if len(buf_pairs) == shard_size:
-                _flush(writer, buf_img, buf_txt, buf_pairs, consumed, skipped)
-        if buf_pairs:
-            _flush(writer, buf_img, buf_txt, buf_pairs, consumed, skipped)
+                    ok &= (np.linalg.norm(img, axis=1) > 0) & (np.linalg.norm(txt, axis=1) > 0)
+                if not ok.all():
+                    skipped["non-finite embedding"] += int((~ok).sum())
+                rows_img.append(img[ok])
+                rows_txt.append(txt[ok])
+                kept.extend(p for (p, _), k in zip(good, ok, strict=True) if k)
+            bar.update(len(items))
+            if end == (shard + 1) * shard_size:  # the shard's last chunk: commit it now
+                _commit(writer, current, rows_img, rows_txt, kept, skipped)
+                current = -1
+        if current >= 0:
+            _commit(writer, current, rows_img, rows_txt, kept, skipped)
     bar.close()
-    if writer.manifest["count"] == 0:
-        raise MonoscopeError(
-            f"no pair could be embedded ({sum(skipped.values())} skipped: {dict(skipped)})"
-        )
-    return writer.finish(consumed, skipped)
+    writer.end(records)
+    _barrier(world)
+    return writer.finish() if rank == 0 else writer.path
 
 
-def _flush(
-    writer: StoreWriter,
-    buf_img: list[np.ndarray],
-    buf_txt: list[np.ndarray],
-    buf_pairs: list[dict[str, Any]],
-    consumed: int,
-    skipped: Counter[str],
-) -> None:
-    """Commit the buffered rows as one shard and empty the buffers."""
-    writer.add_shard(np.concatenate(buf_img), np.concatenate(buf_txt), buf_pairs, consumed, skipped)
-    buf_img.clear()
-    buf_txt.clear()
-    buf_pairs.clear()
+_END = -1
 
 
-def _record(pair: Pair) -> dict[str, Any]:
-    return {
+class _Chunks(IterableDataset):
+    """Yields ``(shard, end, [(record, image | None, skip reason | None), ...])`` per chunk of
+    up to ``batch_size`` records of this rank's uncommitted shards, in source order, then
+    ``(_END, number of records in the source, [])``. Chunks never cross shard boundaries;
+    DataLoader worker w decodes the chunks c with c % workers == w, and the loader returns them
+    in order."""
+
+    def __init__(self, source: PairSource, writer: StoreWriter, batch_size: int):
+        self.source, self.writer, self.batch_size = source, writer, batch_size
+        self.shard_size = writer.header["shard_size"]
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[tuple[dict, Any, str | None]]]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        records = iter(self.source)
+        position, chunk_index = 0, 0
+        while True:
+            shard = position // self.shard_size
+            step = min(self.batch_size, (shard + 1) * self.shard_size - position)
+            if not self.writer.mine(shard) or self.writer.done(shard):
+                passed = sum(1 for _ in itertools.islice(records, self.shard_size))
+                position += passed
+                if passed < self.shard_size:
+                    break
+                continue
+            chunk = list(itertools.islice(records, step))
+            if not chunk:
+                break
+            if chunk_index % nw == wid:
+                yield shard, position + len(chunk), [_decode(p) for p in chunk]
+            chunk_index += 1
+            position += len(chunk)
+        if wid == 0:
+            yield _END, position, []  # where the source ended, for the manifest
+
+
+def _decode(pair: Pair) -> tuple[dict[str, Any], Any, str | None]:
+    record = {
         "id": pair.id,
         "caption": pair.caption,
         "image_ref": pair.image_ref,
         "labels": pair.labels,
     }
+    try:
+        if not pair.caption or not pair.caption.strip():
+            raise BadRecord("empty caption", pair.id)
+        if pair.load_image is None:
+            raise BadRecord("missing image", pair.id)
+        return record, pair.load_image(), None
+    except BadRecord as e:
+        return record, None, e.reason
 
 
-def _load(pair: Pair):
-    if not pair.caption or not pair.caption.strip():
-        raise BadRecord("empty caption", pair.id)
-    if pair.load_image is None:
-        raise BadRecord("missing image", pair.id)
-    return pair.load_image()
+def _commit(writer: StoreWriter, shard: int, img: list, txt: list, kept: list, skipped) -> None:
+    dim = writer.header["dim"]
+    writer.add_shard(
+        shard,
+        np.concatenate(img) if img else np.zeros((0, dim), np.float32),
+        np.concatenate(txt) if txt else np.zeros((0, dim), np.float32),
+        kept,
+        skipped,
+    )
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; joins a gloo group when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _as_numpy(x: torch.Tensor) -> np.ndarray:

@@ -7,15 +7,19 @@ Layout of a store directory::
     text/00000.npy       (n, d) float32 text embeddings of shard 0
     pairs.jsonl          one line per stored pair, in row order: id, caption, image_ref, labels
 
-Writing is atomic per shard: the shard's arrays are renamed into place, its pair lines are
-appended to ``pairs.jsonl``, and only then is the manifest (which records the shards and the
-byte length of ``pairs.jsonl``) replaced. An interrupted writer therefore leaves a consistent
-prefix; :class:`StoreWriter` with ``resume=True`` truncates any unrecorded tail and continues.
+Shard b holds the pairs kept from source records [b * shard_size, (b + 1) * shard_size), so
+the shards of a store are a pure function of the source, whichever process wrote them. While
+writing, each shard is committed on its own (arrays, then ``pairs/BBBBB.jsonl``, then the
+writer's ``progress/rank-RRRRR.json``, each atomically); an interrupted writer resumes at its
+first uncommitted shard, and data-parallel writers (one per rank) fill disjoint shards of the
+same directory. :meth:`StoreWriter.finish` merges the progress files into ``manifest.json`` and
+the per-shard pair files into ``pairs.jsonl``; only then is the store ``complete``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,21 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from ._util import MonoscopeError, read_json, save_npy, versions, write_json
+from ._util import MonoscopeError, atomic_write, read_json, save_npy, versions, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODALITIES = ("image", "text")
+_HEADER_KEYS = ("model", "dim", "normalized", "source", "shard_size")
 
 
 class StoreWriter:
-    """Append shards to a store; resumable after interruption.
+    """Write the shards of one rank of a store; resumable after interruption.
 
     Args:
         path: the store directory.
         header: manifest fields fixed for the whole store (``model``, ``dim``, ``normalized``,
-            ``source``, ``shard_size``); on resume they must match the existing manifest.
+            ``source``, ``shard_size``); on resume they must match the existing store.
         resume: continue an incomplete store instead of refusing to touch it.
-        overwrite: replace an existing store.
+        overwrite: replace an existing store (rank 0 only).
+        rank, world: this writer's rank and the number of writers; rank r writes the shards
+            b with b % world == r.
     """
 
     def __init__(
@@ -49,96 +56,150 @@ class StoreWriter:
         *,
         resume: bool = False,
         overwrite: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ):
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        if manifest_path.exists() and not overwrite:
-            old = read_json(manifest_path)
-            if not resume:
-                state = "complete" if old.get("complete") else "incomplete"
-                raise MonoscopeError(
-                    f"{self.path}: a {state} store already exists; pass --resume to continue it "
-                    "or --overwrite to replace it"
-                )
-            for key in ("model", "dim", "normalized", "source", "shard_size"):
-                if old.get(key) != header.get(key):
+        self.rank, self.world = rank, world
+        self.header = {k: header[k] for k in _HEADER_KEYS}
+        header_path = self.path / "progress" / "header.json"
+        manifest = self.path / "manifest.json"
+        exists = manifest.exists() or header_path.exists()
+        if exists and overwrite and rank == 0:
+            _remove_store_files(self.path)
+            exists = False
+        if exists and not (resume or overwrite or rank != 0):  # other ranks join rank 0's
+            state = "a complete" if manifest.exists() else "an incomplete"
+            raise MonoscopeError(
+                f"{self.path}: {state} store already exists; pass --resume to continue it "
+                "or --overwrite to replace it"
+            )
+        if exists:
+            old = read_json(manifest if manifest.exists() else header_path)
+            for key in _HEADER_KEYS:
+                if old.get(key) != self.header[key]:
                     raise MonoscopeError(
                         f"{self.path}: cannot resume: '{key}' differs from the existing store "
-                        f"({old.get(key)!r} != {header.get(key)!r})"
+                        f"({old.get(key)!r} != {self.header[key]!r})"
                     )
-            self.manifest = old
-            self.manifest["complete"] = False
-        else:
-            if overwrite and self.path.exists():
-                _remove_store_files(self.path)
-            self.manifest = {
-                "format_version": FORMAT_VERSION,
-                "complete": False,
-                **header,
-                "dtype": "float32",
-                "count": 0,
-                "consumed": 0,
-                "skipped": {"count": 0, "reasons": {}},
-                "shards": [],
-                "pairs_bytes": 0,
-                "versions": versions(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        for m in MODALITIES:
-            (self.path / m).mkdir(parents=True, exist_ok=True)
-        pairs = self.path / "pairs.jsonl"
-        pairs.touch()
-        with open(pairs, "r+b") as f:  # drop lines of a shard that never reached the manifest
-            f.truncate(self.manifest["pairs_bytes"])
-        write_json(manifest_path, self.manifest)
+        self.complete = manifest.exists()
+        if self.complete:
+            return
+        for sub in (*MODALITIES, "pairs", "progress"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        if rank == 0 and not header_path.exists():
+            write_json(header_path, self.header)
+        self._progress_path = self.path / "progress" / f"rank-{rank:05d}.json"
+        self.progress: dict[str, Any] = (
+            read_json(self._progress_path)
+            if self._progress_path.exists()
+            else {"rank": rank, "world": world, "shards": {}, "end": None}
+        )
+        if self.progress["world"] != world:
+            raise MonoscopeError(
+                f"{self.path}: cannot resume with {world} processes; the run used "
+                f"{self.progress['world']}"
+            )
 
-    @property
-    def consumed(self) -> int:
-        """Number of source records already handled (stored or skipped)."""
-        return int(self.manifest["consumed"])
+    def done(self, shard: int) -> bool:
+        """Whether shard ``shard`` was committed by an earlier run."""
+        return str(shard) in self.progress["shards"]
 
-    @property
-    def complete(self) -> bool:
-        return bool(self.manifest["complete"])
+    def mine(self, shard: int) -> bool:
+        return shard % self.world == self.rank
 
     def add_shard(
         self,
+        shard: int,
         image: np.ndarray,
         text: np.ndarray,
         pairs: list[dict[str, Any]],
-        consumed: int,
         skipped: Counter[str],
     ) -> None:
-        """Write one shard and commit it, with the source position and skip counts so far."""
-        n, d = image.shape
-        if text.shape != (n, d) or len(pairs) != n or d != self.manifest["dim"]:
+        """Commit shard ``shard``: its kept rows and the skip counts of its source records."""
+        n = len(pairs)
+        if image.shape != (n, self.header["dim"]) or text.shape != image.shape:
             raise ValueError(
-                f"shard shapes disagree: image {image.shape}, text {text.shape}, "
-                f"{len(pairs)} pairs, store dim {self.manifest['dim']}"
+                f"shard shapes disagree: image {image.shape}, text {text.shape}, {n} pairs, "
+                f"store dim {self.header['dim']}"
             )
-        index = len(self.manifest["shards"])
-        names = {m: f"{m}/{index:05d}.npy" for m in MODALITIES}
-        save_npy(self.path / names["image"], np.ascontiguousarray(image, dtype=np.float32))
-        save_npy(self.path / names["text"], np.ascontiguousarray(text, dtype=np.float32))
-        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode()
-        with open(self.path / "pairs.jsonl", "ab") as f:
-            f.write(lines)
-        self.manifest["shards"].append({**names, "count": n})
-        self.manifest["count"] += n
-        self.manifest["pairs_bytes"] += len(lines)
-        self._set_progress(consumed, skipped)
-        write_json(self.path / "manifest.json", self.manifest)
+        name = f"{shard:05d}"
+        if n:
+            save_npy(self.path / "image" / f"{name}.npy", np.ascontiguousarray(image, np.float32))
+            save_npy(self.path / "text" / f"{name}.npy", np.ascontiguousarray(text, np.float32))
+        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+        atomic_write(self.path / "pairs" / f"{name}.jsonl", lambda p: p.write_text(lines, "utf-8"))
+        self.progress["shards"][str(shard)] = {"count": n, "skipped": dict(+skipped)}
+        write_json(self._progress_path, self.progress)
 
-    def finish(self, consumed: int, skipped: Counter[str]) -> Path:
-        """Mark the store complete."""
-        self._set_progress(consumed, skipped)
-        self.manifest["complete"] = True
-        write_json(self.path / "manifest.json", self.manifest)
+    def end(self, records: int) -> None:
+        """Record that the source ended after ``records`` records (this rank is finished)."""
+        self.progress["end"] = records
+        write_json(self._progress_path, self.progress)
+
+    def finish(self) -> Path:
+        """Merge every rank's shards into ``manifest.json`` + ``pairs.jsonl`` (call once, after
+        all ranks called :meth:`end`)."""
+        parts = [read_json(p) for p in sorted((self.path / "progress").glob("rank-*.json"))]
+        worlds = {p["world"] for p in parts}
+        if (
+            len(parts) != self.world
+            or worlds != {self.world}
+            or any(p["end"] is None for p in parts)
+        ):
+            raise MonoscopeError(f"{self.path}: not every writer has finished; rerun with --resume")
+        records = parts[0]["end"]
+        n_shards = -(-records // self.header["shard_size"])
+        shards = {int(b): info for p in parts for b, info in p["shards"].items()}
+        missing = sorted(set(range(n_shards)) - set(shards))
+        if missing:
+            raise MonoscopeError(
+                f"{self.path}: shards {missing[:5]} are missing; rerun with --resume"
+            )
+        skipped: Counter[str] = Counter()
+        entries = []
+        for b in range(n_shards):
+            skipped.update(shards[b]["skipped"])
+            if shards[b]["count"]:
+                entries.append(
+                    {
+                        "image": f"image/{b:05d}.npy",
+                        "text": f"text/{b:05d}.npy",
+                        "count": shards[b]["count"],
+                    }
+                )
+
+        if not entries:
+            raise MonoscopeError(
+                f"no pair could be embedded ({sum(skipped.values())} skipped: {dict(skipped)})"
+            )
+        if len({p["end"] for p in parts}) != 1:
+            raise MonoscopeError(f"{self.path}: writers disagree on the length of the source")
+
+        def merge(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
+                for b in range(n_shards):
+                    with open(self.path / "pairs" / f"{b:05d}.jsonl", "rb") as f:
+                        shutil.copyfileobj(f, out)
+
+        atomic_write(self.path / "pairs.jsonl", merge)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            **self.header,
+            "dtype": "float32",
+            "count": sum(e["count"] for e in entries),
+            "records": records,
+            "skipped": {"count": sum(skipped.values()), "reasons": dict(skipped)},
+            "shards": entries,
+            "writers": self.world,
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(self.path / "manifest.json", manifest)
+        shutil.rmtree(self.path / "pairs")
+        shutil.rmtree(self.path / "progress")
+        self.complete = True
         return self.path
-
-    def _set_progress(self, consumed: int, skipped: Counter[str]) -> None:
-        self.manifest["consumed"] = consumed
-        self.manifest["skipped"] = {"count": sum(skipped.values()), "reasons": dict(skipped)}
 
 
 def _remove_store_files(path: Path) -> None:
@@ -147,6 +208,8 @@ def _remove_store_files(path: Path) -> None:
             f.unlink()
     for name in ("manifest.json", "pairs.jsonl"):
         (path / name).unlink(missing_ok=True)
+    for sub in ("pairs", "progress"):
+        shutil.rmtree(path / sub, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -163,6 +226,11 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / "manifest.json").is_file():
+            if (self.path / "progress").is_dir():
+                raise MonoscopeError(
+                    f"{self.path}: the store is incomplete (interrupted embed?); "
+                    "rerun embed with --resume"
+                )
             raise MonoscopeError(f"{self.path}: not a store (no manifest.json)")
         self.manifest: dict[str, Any] = read_json(self.path / "manifest.json")
         if self.manifest.get("format_version") != FORMAT_VERSION:
@@ -170,10 +238,7 @@ class Store:
                 f"{self.path}: store format {self.manifest.get('format_version')} is not "
                 f"supported (expected {FORMAT_VERSION})"
             )
-        if not self.manifest.get("complete"):
-            raise MonoscopeError(
-                f"{self.path}: the store is incomplete (interrupted embed?); rerun embed with --resume"
-            )
+
         self.dim: int = int(self.manifest["dim"])
         self.count: int = int(self.manifest["count"])
         starts = np.cumsum([0] + [s["count"] for s in self.manifest["shards"]])
