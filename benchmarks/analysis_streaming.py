@@ -39,7 +39,7 @@ def make_store(path: Path, n: int, seed: int = 0) -> Path:
         "shard_size": SHARD,
     }
     w = StoreWriter(path, header)
-    for lo in range(0, n, SHARD):
+    for b, lo in enumerate(range(0, n, SHARD)):
         m = min(SHARD, n - lo)
         img = rng.standard_normal((m, DIM), dtype=np.float32)
         txt = img + rng.standard_normal((m, DIM), dtype=np.float32)
@@ -48,8 +48,9 @@ def make_store(path: Path, n: int, seed: int = 0) -> Path:
         pairs = [
             {"id": str(lo + i), "caption": "", "image_ref": "", "labels": {}} for i in range(m)
         ]
-        w.add_shard(img, txt, pairs, lo + m, Counter())
-    return w.finish(n, Counter())
+        w.add_shard(b, img, txt, pairs, Counter())
+    w.end(n)
+    return w.finish()
 
 
 def make_featuremap(path: Path) -> Path:
