@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._util import MonoscopeError, write_json
+from ._util import MonoscopeError
 
 METHODS = (
     "identity",
@@ -98,7 +97,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps (0: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
     _common(p)
     p.set_defaults(run=_run_train)
 
@@ -120,6 +121,8 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
             seed=a.seed,
             device=a.device,
             resume=a.resume,
+            overwrite=a.overwrite,
+            checkpoint_every=a.checkpoint_every,
             per_modality=a.per_modality,
             progress=not a.quiet,
             **opts,
@@ -266,6 +269,37 @@ def _run_compare(a: argparse.Namespace) -> list[Path]:
     return [out / "compare.json", out / "mds.png"]
 
 
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmarks with known answers", **_fmt)
+    bsub = p.add_subparsers(dest="bench_cmd", required=True)
+    b = bsub.add_parser("planted", help="train each method on planted ground truth", **_fmt)
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--dim", type=int, default=64)
+    b.add_argument("--atoms", type=int, default=256)
+    b.add_argument("--n-pairs", type=int, default=20000)
+    b.add_argument("--methods", nargs="+", help="(default: all)")
+    b.add_argument("--steps", type=int, default=1500)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(run=_run_planted)
+
+
+def _run_planted(a: argparse.Namespace) -> list[Path]:
+    from .analysis.planted import DEFAULT_METHODS, run_planted_benchmark
+
+    run_planted_benchmark(
+        a.out,
+        seed=a.seed,
+        dim=a.dim,
+        atoms=a.atoms,
+        n_pairs=a.n_pairs,
+        methods=a.methods or DEFAULT_METHODS,
+        steps=a.steps,
+        progress=not a.quiet,
+    )
+    return [a.out / "planted.json"]
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="render the self-contained HTML report", **_fmt)
     p.add_argument("--analysis", required=True, type=Path)
@@ -304,60 +338,27 @@ def _run_pocket_train(a: argparse.Namespace) -> list[Path]:
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default", **_fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--latents", type=int, default=1024)
-    p.add_argument("--k", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--latents", type=int, default=DEMO_SAE["latents"], help="SAE features")
+    p.add_argument("--k", type=int, default=DEMO_SAE["k"], help="SAE active latents")
+    p.add_argument("--epochs", type=int, default=DEMO_SAE["epochs"], help="SAE epochs")
+    p.add_argument("--no-studies", action="store_true", help="skip the case studies")
     _common(p)
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(a: argparse.Namespace) -> list[Path]:
-    from .analysis.analyze import analyze
-    from .embed import embed
-    from .featuremaps.train import train_featuremap
-    from .report import render_report
+    from .demo import run_demo
 
-    out: Path = a.out
-    progress = not a.quiet
-    timings: dict[str, float] = {}
-
-    def stage(name: str, fn: Callable[[], Path]) -> Path:
-        t0 = time.perf_counter()
-        path = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        print(f"{name:>9}: {path}  ({timings[name]:.1f} s)", flush=True)
-        return path
-
-    store = stage(
-        "store",
-        lambda: embed(
-            "pocket", "emoji", out / "store", device=a.device, overwrite=True, progress=progress
-        ),
+    return run_demo(
+        a.out,
+        latents=a.latents,
+        k=a.k,
+        epochs=a.epochs,
+        studies=not a.no_studies,
+        seed=a.seed,
+        device=a.device,
+        progress=not a.quiet,
     )
-    fmap = stage(
-        "featuremap",
-        lambda: train_featuremap(
-            store,
-            "sae-topk",
-            out / "featuremap",
-            latents=a.latents,
-            k=a.k,
-            epochs=a.epochs,
-            batch_size=512,
-            seed=a.seed,
-            device=a.device,
-            progress=progress,
-        ),
-    )
-    analysis = stage(
-        "analysis",
-        lambda: analyze(
-            store, fmap, out / "analysis", device=a.device, seed=a.seed, progress=progress
-        ),
-    )
-    report = stage("report", lambda: render_report(analysis, out / "report.html"))
-    write_json(out / "timings.json", timings)
-    return [store, fmap, analysis, report]
 
 
 _fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_compare,
         _add_ablate,
         _add_report,
+        _add_bench,
         _add_pocket,
     ):
         add(sub)

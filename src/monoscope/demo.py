@@ -1,0 +1,118 @@
+"""``monoscope demo``: the whole pipeline on the embedded default (emoji pairs + pocket model).
+
+Stages, each written under ``out``: ``store/``, ``featuremap/`` (TopK SAE), ``analysis/`` (with
+word drivers), ``ablation/``, ``baselines/{identity,ncl}/`` (feature maps and analyses for the
+comparison), ``compare/``, optionally ``studies/``, and ``report.html``. ``timings.json`` holds
+the wall time of every stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._util import resolve_device, write_json
+
+SAE = {"method": "sae-topk", "latents": 1024, "k": 16, "epochs": 30, "batch_size": 512}
+NCL = {"method": "ncl", "latents": 512, "epochs": 30, "batch_size": 256}
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    *,
+    latents: int = SAE["latents"],
+    k: int = SAE["k"],
+    epochs: int = SAE["epochs"],
+    studies: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+) -> list[Path]:
+    """Run every stage; returns the main paths (store, feature map, analysis, report)."""
+    from .analysis.ablation import ablate
+    from .analysis.analyze import analyze
+    from .analysis.compare import compare
+    from .analysis.words import word_drivers
+    from .embed import embed
+    from .encoders import load_encoder
+    from .featuremaps import load_featuremap
+    from .featuremaps.train import train_featuremap
+    from .report import render_report
+    from .store import Store
+
+    out = Path(out)
+    device = resolve_device(device)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], Path]) -> Path:
+        t0 = time.perf_counter()
+        path = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        log(f"{name:>12}: {path}  ({timings[name]:.1f} s)")
+        return path
+
+    common = {"seed": seed, "device": device, "progress": progress}
+    store = stage(
+        "store",
+        lambda: embed(
+            "pocket", "emoji", out / "store", overwrite=True, device=device, progress=progress
+        ),
+    )
+
+    def train(method: str, where: Path, **kw: Any) -> Path:
+        return train_featuremap(
+            store, method, where, overwrite=True, checkpoint_every=0, **kw, **common
+        )
+
+    fmap = stage(
+        "featuremap",
+        lambda: train(
+            "sae-topk",
+            out / "featuremap",
+            latents=latents,
+            k=k,
+            epochs=epochs,
+            batch_size=SAE["batch_size"],
+        ),
+    )
+    analysis = stage("analysis", lambda: analyze(store, fmap, out / "analysis", **common))
+    encoder = load_encoder("pocket", device=device)
+    stage(
+        "words",
+        lambda: word_drivers(
+            Store(store), load_featuremap(fmap, device), analysis, encoder, device=device
+        ),
+    )
+    ablation = stage(
+        "ablation",
+        lambda: ablate(store, fmap, out / "ablation", analysis=analysis, model=encoder, **common),
+    )
+    baselines = {"sae-topk": analysis}
+    for name, opts in (("identity", {}), ("ncl", {k: v for k, v in NCL.items() if k != "method"})):
+        where = out / "baselines" / name
+        bmap = stage(f"{name} map", lambda n=name, w=where, o=opts: train(n, w / "featuremap", **o))
+        baselines[name] = stage(
+            f"{name} analysis",
+            lambda m=bmap, w=where: analyze(store, m, w / "analysis", bootstrap=0, **common),
+        )
+    comparison = stage(
+        "compare", lambda: compare(list(baselines.values()), out / "compare", names=list(baselines))
+    )
+    study_dirs: list[Path] = []
+    if studies:
+        from .studies import run_all
+
+        study_dirs = run_all(
+            store, fmap, analysis, out / "studies", model=encoder, stage=stage, **common
+        )
+    report = stage(
+        "report",
+        lambda: render_report(
+            analysis, out / "report.html", ablation=ablation, compare=comparison, studies=study_dirs
+        ),
+    )
+    write_json(out / "timings.json", timings)
+    return [store, fmap, analysis, ablation, comparison, *study_dirs, report]
