@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._util import MonoscopeError
+from .demo import SAE as DEMO_SAE
 
 METHODS = (
     "identity",
