@@ -23,9 +23,9 @@ METHODS = (
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto (default: auto)")
+    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -323,7 +323,9 @@ def _add_pocket(sub: Any) -> None:
     psub = p.add_subparsers(dest="pocket_cmd", required=True)
     t = psub.add_parser("train", help="retrain the pocket model on the emoji pairs", **_fmt)
     t.add_argument("--out", required=True, type=Path, help="directory for the weights")
-    t.add_argument("--epochs", type=int, default=None, help="(default: the shipped recipe)")
+    t.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the shipped recipe)"
+    )
     _common(t)
     t.set_defaults(run=_run_pocket_train)
 

@@ -135,13 +135,14 @@ def write_planted_store(
         "shard_size": shard_size,
     }
     writer = StoreWriter(path, header, overwrite=True)
-    for lo in range(0, n, shard_size):
+    for b, lo in enumerate(range(0, n, shard_size)):
         hi = min(n, lo + shard_size)
         pairs = [
             {"id": str(i), "caption": "", "image_ref": None, "labels": {}} for i in range(lo, hi)
         ]
-        writer.add_shard(image[lo:hi], text[lo:hi], pairs, hi, Counter())
-    writer.finish(n, Counter())
+        writer.add_shard(b, image[lo:hi], text[lo:hi], pairs, Counter())
+    writer.end(n)
+    writer.finish()
     return Store(path)
 
 
