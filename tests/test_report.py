@@ -1,29 +1,40 @@
-"""The HTML report: structure, self-containment, thumbnail dedup, and a headless-Chromium check."""
+"""The HTML report: data, self-containment, thumbnail dedup, optional sections, histograms, and
+headless-Chromium checks (no script errors, thumbnails decode, filters work, screenshots).
+
+Two fixtures: a hand-built analysis with edge cases (a caption that needs escaping, repeated
+images, dead features, short top lists), and a small but real run (emoji pairs through a toy
+dual encoder, a TopK SAE, analyze, word drivers, ablation, compare, one fake case study)."""
 
 from __future__ import annotations
 
 import base64
 import colorsys
 import csv
+import hashlib
 import io
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monoscope._util import save_npy, write_json
 from monoscope.report import render_report
-from monoscope.report.html import read_features, select_top
+from monoscope.report.histograms import from_store, from_top
+from monoscope.report.html import choose_features, read_features, select_top
 
 K, N, M = 30, 40, 20
 REPO = Path(__file__).resolve().parents[1]
-TRICKY = "a <b>bold</b> & 'quoted' caption"
+ARTIFACTS = REPO / "test-artifacts"
+TRICKY = "a <b>bold</b> & 'quoted' </script> caption"
 SAME = {37: 1, 38: 0, 39: 0}  # pair -> pair whose image it repeats
+GROUPS = ("ImgD", "TextD", "CrossD")
 
 
 def _image(i: int) -> Image.Image:
@@ -37,10 +48,11 @@ def _image(i: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fake analysis + store: 30 features (3 dead), 40 pairs with 96 px PNGs.
+    """A hand-built analysis + store: 30 features (3 dead), 40 pairs with 96 px PNGs.
 
     Pairs 38 and 39 reuse pair 0's file, pair 37 is a copy of pair 1's image under another
-    path, so the report must encode 37 distinct images at most.
+    path, so the report must encode 37 distinct images at most. No ``name`` column, no
+    metric columns, flat feature-map metrics: the old layout still renders.
     """
     root = tmp_path_factory.mktemp("report")
     store, images, out = root / "store", root / "images", root / "analysis"
@@ -84,7 +96,7 @@ def analysis(tmp_path_factory: pytest.TempPathFactory) -> Path:
         save_npy(out / "top" / f"{m}_idx.npy", idx[m])
         save_npy(out / "top" / f"{m}_val.npy", val[m])
 
-    counts = {g: int(np.sum(group == g)) for g in ("ImgD", "TextD", "CrossD")}
+    counts = {g: int(np.sum(group == g)) for g in GROUPS}
     write_json(
         out / "summary.json",
         {
@@ -113,51 +125,84 @@ def report(analysis: Path) -> Path:
     return render_report(analysis, analysis.parent / "out" / "report.html")
 
 
-def _thumb_map(html: str) -> dict[str, str]:
-    m = re.search(r'<script type="application/json" id="monoscope-thumbs">(.*?)</script>', html)
-    assert m, "thumbnail map missing"
+def _script_json(html: str, name: str) -> Any:
+    m = re.search(rf'<script type="application/json" id="monoscope-{name}">(.*?)</script>', html)
+    assert m, f"#monoscope-{name} missing"
     return json.loads(m.group(1))
 
 
-def _expected(analysis: Path, n: int = 12) -> dict[str, list[int]]:
+def _alive_ids(analysis: Path) -> list[int]:
+    return [f.id for f in read_features(analysis / "features.csv") if f.alive]
+
+
+def test_select_top_and_choose_features(analysis: Path) -> None:
     features = read_features(analysis / "features.csv")
-    return {g: [f.id for f in select_top(features, g, n)] for g in ("ImgD", "TextD", "CrossD")}
+    feats = {f.id: f for f in features}
+    for g in GROUPS:
+        ids = [f.id for f in select_top(features, g, None)]
+        assert sorted(ids) == sorted(f.id for f in features if f.alive and f.group == g)
+        if g == "ImgD":
+            assert [feats[i].mds for i in ids] == sorted((feats[i].mds for i in ids), reverse=True)
+        elif g == "TextD":
+            assert [feats[i].mds for i in ids] == sorted(feats[i].mds for i in ids)
+        else:
+            cross = [min(feats[i].mu_img, feats[i].mu_txt) for i in ids]
+            assert cross == sorted(cross, reverse=True)
+    assert [f.id for f in choose_features(features, None)] == _alive_ids(analysis)
+    capped = choose_features(features, 9)
+    assert len(capped) <= 9 and {f.group for f in capped} == set(GROUPS)
+    for g in GROUPS:  # each group keeps its most characteristic members
+        kept = {f.id for f in capped if f.group == g}
+        assert kept == {f.id for f in select_top(features, g, len(kept))}
 
 
-def test_report_cards_per_group_in_order(analysis: Path, report: Path) -> None:
+def test_explorer_holds_every_alive_feature(analysis: Path, report: Path) -> None:
     html = report.read_text(encoding="utf-8")
-    expected = _expected(analysis)
-    assert all(expected.values()) and len(expected["CrossD"]) == 12  # fixture covers the cap
-    for g, ids in expected.items():
-        found = re.findall(rf'<article class="card card-{g}" data-feature="(\d+)"', html)
-        assert [int(i) for i in found] == ids
+    data = _script_json(html, "features")
+    cols = data["cols"]
+    assert cols["id"] == _alive_ids(analysis)
     feats = {f.id: f for f in read_features(analysis / "features.csv")}
-    imgd = [feats[i].mds for i in expected["ImgD"]]
-    textd = [feats[i].mds for i in expected["TextD"]]
-    assert imgd == sorted(imgd, reverse=True) and textd == sorted(textd)
-    cross = [min(feats[i].mu_img, feats[i].mu_txt) for i in expected["CrossD"]]
-    assert cross == sorted(cross, reverse=True)
+    assert [data["groups"][g] for g in cols["g"]] == [feats[i].group for i in cols["id"]]
+    assert "lo" not in cols and "ei" not in cols  # columns the analysis lacks are left out
+    top_img = np.load(analysis / "top" / "image_idx.npy")
+    top_txt = np.load(analysis / "top" / "text_idx.npy")
+    captions = [p[0] for p in data["pairs"]]
+    for j, k in enumerate(cols["id"]):
+        want_img = [int(r) for r in top_img[k, :8] if r >= 0]
+        assert [captions[p] for p in data["img"][j]] == [_caption(r) for r in want_img]
+        want_txt = [int(r) for r in top_txt[k, :10] if r >= 0]
+        assert [captions[p] for p in data["txt"][j]] == [_caption(r) for r in want_txt]
+        assert data["txtv"][j] == sorted(data["txtv"][j], reverse=True)
+        assert len(data["hist"]["img"][j]) == len(data["hist"]["txt"][j]) == 12
+    assert len(set(captions)) == len(captions)  # one entry per pair
+    assert data["hist"]["source"] == "top"  # no feature map on disk: top-m stand-in
+
+
+def _caption(row: int) -> str:
+    return TRICKY if row == 5 else f"caption number {row}"
 
 
 def test_report_is_self_contained(report: Path) -> None:
     html = report.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html
     assert "<link" not in html
-    assert all(s.startswith("data:") for s in re.findall(r'\ssrc="([^"]*)"', html))
+    markup = re.sub(r"<script.*?</script>", "", html, flags=re.S)
+    assert all(s.startswith("data:") for s in re.findall(r'\ssrc="([^"]*)"', markup))
     assert "Content-Security-Policy" in html
-    assert TRICKY not in html and "a &lt;b&gt;bold&lt;/b&gt; &amp;" in html  # escaped
+    assert TRICKY not in html and "<b>bold</b>" not in html  # only inside JSON, escaped
+    assert TRICKY in [p[0] for p in _script_json(html, "features")["pairs"]]
+    assert html.count("</script>") == html.count("<script")
 
 
 def test_thumbnails_deduplicated_and_small(analysis: Path, report: Path) -> None:
     html = report.read_text(encoding="utf-8")
-    thumbs = _thumb_map(html)
+    thumbs = _script_json(html, "thumbs")
+    data = _script_json(html, "features")
     image_idx = np.load(analysis / "top" / "image_idx.npy")
-    rows = {int(r) for ids in _expected(analysis).values() for k in ids for r in image_idx[k, :8]}
-    rows.discard(-1)
-    distinct = {SAME.get(r, r) for r in rows}
-    assert len(thumbs) == len(distinct)
-    n_imgs = len(re.findall(r"<img data-thumb=", html))
-    assert n_imgs > len(thumbs)
+    rows = {int(r) for k in _alive_ids(analysis) for r in image_idx[k, :8] if r >= 0}
+    assert len(thumbs) == len({SAME.get(r, r) for r in rows})
+    used = [data["pairs"][p][1] for img in data["img"] for p in img]
+    assert set(used) == set(thumbs) and len(used) > len(thumbs)
     assert html.count("data:image/webp") == len(thumbs)
     for uri in thumbs.values():
         assert html.count(uri) == 1
@@ -167,9 +212,12 @@ def test_thumbnails_deduplicated_and_small(analysis: Path, report: Path) -> None
 
 def test_report_overview_and_plots(report: Path) -> None:
     html = report.read_text(encoding="utf-8")
-    for text in ("pocket", "emoji", "sae-topk", "FVU", "0.123", "95% CI"):
+    for text in ("pocket", "emoji", "sae-topk", "FVU", "0.123", "95% CI", "dead fraction"):
         assert text in html
-    assert html.count("<svg") == 3
+    assert html.count("<svg") >= 4  # MDS histogram, group sizes, frequency and mean scatter
+    assert 'id="explorer"' in html and 'id="fx-cards"' in html
+    for absent in ('id="ablation"', 'id="words"', 'id="studies"', 'id="metrics"'):
+        assert absent not in html
     assert len(set(re.findall(r'\bid="([^"]+)"', html))) == len(re.findall(r'\bid="', html))
 
 
@@ -179,9 +227,10 @@ def test_report_without_store_still_renders(analysis: Path, tmp_path: Path) -> N
     summary = json.loads((moved / "summary.json").read_text())
     summary["store"] = str(tmp_path / "gone")
     (moved / "summary.json").write_text(json.dumps(summary))
-    html = render_report(moved, tmp_path / "r.html", top_features_per_group=2).read_text()
-    assert "Store not found" in html and _thumb_map(html) == {}
-    assert len(re.findall(r'<article class="card', html)) == 6
+    html = render_report(moved, tmp_path / "r.html").read_text()
+    assert "Store not found" in html and _script_json(html, "thumbs") == {}
+    data = _script_json(html, "features")
+    assert data["cols"]["id"] == _alive_ids(analysis) and data["pairs"] == []
 
 
 def test_unreadable_images_become_placeholders(analysis: Path, tmp_path: Path) -> None:
@@ -196,10 +245,222 @@ def test_unreadable_images_become_placeholders(analysis: Path, tmp_path: Path) -
     summary = json.loads((moved / "summary.json").read_text())
     summary["store"] = str(store)
     (moved / "summary.json").write_text(json.dumps(summary))
-    html = render_report(moved, tmp_path / "r.html", top_features_per_group=2).read_text()
-    assert "1 thumbnail(s) could not be loaded" in html and _thumb_map(html) == {}
-    assert "<img data-thumb" not in html and 'class="thumb-missing"' in html
+    html = render_report(moved, tmp_path / "r.html").read_text()
+    assert "1 thumbnail(s) could not be loaded" in html and _script_json(html, "thumbs") == {}
+    data = _script_json(html, "features")
+    assert data["img"][0] and all(p[1] is None for p in data["pairs"])
     assert "caption number" in html
+
+
+# ---- a small real run ---------------------------------------------------------------------
+
+D = 24
+WORD = re.compile(r"[a-z0-9]+")
+
+
+def _word_vec(word: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+    return np.random.default_rng(seed).standard_normal(D).astype(np.float32)
+
+
+class BagEncoder:
+    """A toy dual encoder with planted structure: captions embed as a bag of hashed word
+    vectors; an image embeds as a projection of its 4x4 pixels plus the vectors of two thirds
+    of its caption's words (looked up by pixel hash), so some features are shared by both
+    modalities, some only visual, some only textual."""
+
+    dim = D
+
+    def __init__(self) -> None:
+        from monoscope.data.emoji import emoji_array
+
+        images, records = emoji_array()
+        self.caption = {
+            hashlib.sha1(im.tobytes()).hexdigest(): r["caption"]
+            for im, r in zip(images, records, strict=True)
+        }
+        self.proj = np.random.default_rng(1).standard_normal((48, D)).astype(np.float32) / 4
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "toy", "id": "bag-of-words-toy", "revision": "0"}
+
+    def _bag(self, words: list[str]) -> np.ndarray:
+        if not words:
+            return np.zeros(D, np.float32)
+        return np.sum([_word_vec(w) for w in words], 0) / np.sqrt(len(words))
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        rows = [self._bag(WORD.findall(t.lower())) for t in texts]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        rows = []
+        for im in images:
+            rgb = np.asarray(im.convert("RGB"))
+            caption = self.caption.get(hashlib.sha1(rgb.tobytes()).hexdigest(), "")
+            words = [
+                w for w in WORD.findall(caption.lower()) if hashlib.md5(w.encode()).digest()[0] % 3
+            ]
+            pixels = np.asarray(im.convert("RGB").resize((4, 4)), np.float32).reshape(-1)
+            rows.append(0.8 * self._bag(words) + 2.0 * (pixels / 255 - 0.5) @ self.proj)
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+class EmojiSubset:
+    """Every k-th bundled emoji pair, ``n`` in all."""
+
+    def __init__(self, n: int) -> None:
+        from monoscope.data.emoji import EmojiPairs
+
+        self.n, self.source = n, EmojiPairs()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source.describe(), "count": self.n, "selection": "every k-th pair"}
+
+    def __iter__(self):
+        step = len(self.source) // self.n
+        for i, pair in enumerate(self.source):
+            if i % step == 0 and i // step < self.n:
+                yield pair
+
+
+def _fake_study(path: Path) -> None:
+    path.mkdir(parents=True)
+    img = Image.new("RGB", (480, 240), "white")
+    for i, colour in enumerate(("#E69F00", "#0072B2", "#009E73")):
+        img.paste(colour, (40 + 150 * i, 240 - 60 * (i + 1), 140 + 150 * i, 230))
+    img.save(path / "gender_accuracy.png")
+    write_json(
+        path / "gender.json",
+        {
+            "classes": ["woman", "man"],
+            "baseline": {"woman": {"mean": 0.81, "ci": [0.77, 0.85]}, "gap": 0.07},
+            "n_images": {"woman": 120, "man": 118},
+            "paper_finding": {
+                "woman_concepts_mainly_in_ImgD": {
+                    "criterion": "ImgD is largest",
+                    "verdict": "holds",
+                }
+            },
+            "figures": ["gender_accuracy.png"],
+            "settings": {"seed": 0},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """store/, featuremap/, analysis/ (+ words.json), ablation/, compare/, studies/gender/."""
+    from monoscope.analysis.ablation import ablate
+    from monoscope.analysis.analyze import analyze
+    from monoscope.analysis.compare import compare
+    from monoscope.analysis.words import word_drivers
+    from monoscope.embed import embed
+    from monoscope.featuremaps import load_featuremap
+    from monoscope.featuremaps.train import train_featuremap
+    from monoscope.store import Store
+
+    root = tmp_path_factory.mktemp("run")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a busy machine
+    try:
+        enc = BagEncoder()
+        store = embed(enc, EmojiSubset(360), root / "store", device="cpu", progress=False)
+        fmap = train_featuremap(
+            store, "sae-topk", root / "featuremap", latents=96, k=4, steps=150, batch_size=128,
+            device="cpu", progress=False,
+        )  # fmt: skip
+        common = {"device": "cpu", "progress": False}
+        analysis = analyze(store, fmap, root / "analysis", bootstrap=100, null_sets=200, **common)
+        word_drivers(Store(store), load_featuremap(fmap), analysis, enc, top_features=8)
+        ablate(
+            store, fmap, root / "ablation", analysis=analysis, model=enc, control_seeds=2, **common
+        )
+        ident = train_featuremap(store, "identity", root / "identity", **common)
+        other = analyze(
+            store, ident, root / "identity-analysis", bootstrap=0, null_sets=100, **common
+        )
+        compare([analysis, other], root / "compare", names=["SAE top-k", "raw dims"])
+    finally:
+        torch.set_num_threads(threads)
+    _fake_study(root / "studies" / "gender")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_report(run: Path) -> Path:
+    return render_report(run / "analysis", run / "report.html")
+
+
+def test_run_report_has_every_section(run: Path, run_report: Path) -> None:
+    html = run_report.read_text(encoding="utf-8")
+    for section in ("overview", "modality", "metrics", "ablation", "words", "explorer"):
+        assert f'<section id="{section}"' in html, section
+    for plot in ("mds", "groups", "mds-ci", "freq", "scatter", "compare", "metrics", "msweep"):
+        assert f'id="plot-{plot}"' in html, plot
+    assert 'id="plot-ablation"' in html and "random same-size set" in html
+    # the case study: its figure inlined with alt text, its verdict and its numbers
+    assert 'id="study-gender"' in html and "gender accuracy" not in html.lower().split("<img")[0]
+    assert re.search(r'<img class="fig" src="data:image/png;base64,[^"]+"[^>]*alt="Gender: ', html)
+    assert "woman concepts mainly in ImgD" in html and ">holds<" in html
+    assert "baseline › woman" in html and "0.81  [0.77, 0.85]" in html
+    assert "settings › seed" not in html
+    assert "SAE top-k &gt; raw dims" in html  # the WinRate table
+    data = _script_json(html, "features")
+    assert data["hist"]["source"] == "store" and data["hist"]["n"] == 360
+    words = json.loads((run / "analysis" / "words.json").read_text())["features"]
+    assert data["words"] and set(data["words"]) <= set(words)
+    assert any(data["name"])
+    assert len(set(re.findall(r'\bid="([^"]+)"', html))) == len(re.findall(r'\bid="', html))
+
+
+def test_run_inputs_explicit_and_discovery(run: Path, tmp_path: Path) -> None:
+    quick = {"exact_histograms": False, "discover": False}
+    bare = render_report(run / "analysis", tmp_path / "a.html", **quick).read_text()
+    for absent in ('id="ablation"', 'id="studies"', 'id="plot-compare"'):
+        assert absent not in bare
+    assert 'id="words"' in bare  # words.json belongs to the analysis itself
+    html = render_report(
+        run / "analysis",
+        tmp_path / "b.html",
+        ablation=run / "ablation" / "ablation.json",
+        compare=tmp_path / "no-compare",
+        studies=[run / "studies" / "gender" / "gender.json", tmp_path / "nowhere"],
+        **quick,
+    ).read_text()
+    assert 'id="plot-ablation"' in html and 'id="plot-compare"' not in html
+    assert html.count('<article class="study"') == 1
+    assert "study results not found" in html and "compare results not found" in html
+
+
+def test_histograms_from_store_match_direct_count(run: Path) -> None:
+    from monoscope.featuremaps import load_featuremap
+    from monoscope.store import Store
+
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    top = {
+        n: np.load(run / "analysis" / "top" / f"{n}.npy")
+        for n in ("image_idx", "image_val", "text_idx", "text_val")
+    }
+    hist = from_store(summary, top)
+    assert hist is not None and hist.source == "store"
+    fmap, store = load_featuremap(run / "featuremap"), Store(run / "store")
+    for m, got in (("image", hist.image), ("text", hist.text)):
+        with torch.inference_mode():
+            acts = fmap.encode_modality(torch.from_numpy(store.load(m)), m).numpy()
+        for k in range(acts.shape[1]):
+            a = acts[:, k][acts[:, k] > 0]
+            b = np.clip(np.floor(a / hist.hi[k] * 12), 0, 11).astype(int)
+            assert got[k].tolist() == np.bincount(b, minlength=12).tolist()
+            assert got[k].sum() == round(float(np.mean(acts[:, k] > 0)) * len(acts[:, k]))
+    stand_in = from_top(top)
+    assert stand_in.source == "top" and (stand_in.image.sum(1) <= top["image_idx"].shape[1]).all()
+
+
+# ---- the page in headless Chromium --------------------------------------------------------
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -215,6 +476,8 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
         f"--user-data-dir={tmp}",
         "--virtual-time-budget=5000",
     ]
@@ -223,25 +486,92 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.browser
-def test_report_in_headless_chromium(report: Path, tmp_path: Path) -> None:
-    url = report.resolve().as_uri()
-    dom = _chromium("--dump-dom", url, tmp=tmp_path / "profile").stdout
-    m = re.search(r'data-images-ok="(\d+)/(\d+)"', dom)
-    assert m, f"images check did not run; DOM starts: {dom[:300]!r}"
-    ok, total = int(m.group(1)), int(m.group(2))
-    assert total > 0 and ok == total
+def _dom(url: str, tmp: Path) -> str:
+    proc = _chromium("--dump-dom", url, tmp=tmp)
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not [ln for ln in console if "rror" in ln or "Uncaught" in ln], console
+    dom = proc.stdout
+    html_tag = re.search(r"<html[^>]*>", dom)
+    assert html_tag and 'data-errors="0"' in html_tag.group(0), html_tag
+    assert re.search(r'<body[^>]*data-ready="1"', dom), f"explorer did not start: {dom[:300]!r}"
+    return dom
 
-    shot = REPO / "test-artifacts" / "report.png"
-    shot.parent.mkdir(exist_ok=True)
-    shot.unlink(missing_ok=True)
-    args = (
-        "--window-size=1200,900",
-        "--run-all-compositor-stages-before-draw",
-        "--hide-scrollbars",
+
+def _cards(dom: str) -> list[tuple[int, str]]:
+    found = re.findall(
+        r'<article class="card card-\w+" data-feature="(\d+)" data-group="(\w+)"', dom
     )
-    _chromium(*args, f"--screenshot={shot}", url, tmp=tmp_path / "profile2")
-    assert shot.is_file() and shot.stat().st_size > 20_000
-    with Image.open(shot) as img:
-        assert img.size == (1200, 900)
-        assert len(img.convert("RGB").getcolors(1 << 24) or []) > 50  # not a blank page
+    return [(int(k), g) for k, g in found]
+
+
+def _attr(dom: str, element: str, name: str) -> str:
+    m = re.search(rf'<{element}[^>]*\s{name}="([^"]*)"', dom)
+    assert m, f"{element} has no {name}"
+    return m.group(1)
+
+
+@pytest.mark.browser
+def test_browser_default_view(run: Path, run_report: Path, tmp_path: Path) -> None:
+    url = run_report.resolve().as_uri()
+    dom = _dom(url, tmp_path / "p")
+    ok, total = map(int, _attr(dom, "body", "data-images-ok").split("/"))
+    assert total > 48 and ok == total  # every thumbnail of the first page decoded
+    data = _script_json(run_report.read_text(encoding="utf-8"), "features")
+    n = len(data["cols"]["id"])
+    cards = _cards(dom)
+    assert len(cards) == min(48, n) == int(_attr(dom, 'div class="cards"', "data-shown"))
+    assert int(_attr(dom, 'div class="cards"', "data-matching")) == n
+    assert {g for _, g in cards} == set(GROUPS)  # the default sort interleaves the groups
+    assert re.search(r'<img src="data:image/webp;base64,[^"]+" width="64" height="64" alt="', dom)
+    assert float(_attr(dom, 'div class="cards"', "data-render-ms")) < 2000
+    options = re.findall(r'<option value="(\w+)"', dom)
+    assert options[:3] == ["coherence", "mds", "freq"] and options[-1] == "id"
+
+
+@pytest.mark.browser
+def test_browser_filters_from_url_hash(run: Path, run_report: Path, tmp_path: Path) -> None:
+    url = run_report.resolve().as_uri()
+    data = _script_json(run_report.read_text(encoding="utf-8"), "features")
+    cols = data["cols"]
+    groups = [data["groups"][g] for g in cols["g"]]
+
+    dom = _dom(url + "#group=TextD", tmp_path / "p1")
+    cards = _cards(dom)
+    assert cards and {g for _, g in cards} == {"TextD"}
+    assert int(_attr(dom, 'div class="cards"', "data-matching")) == groups.count("TextD")
+    assert re.search(r'<button[^>]*data-group="TextD" aria-pressed="true"', dom)
+
+    # text search (name, captions, words) within an MDS range
+    word = "face"
+    expected = set()
+    for j, k in enumerate(cols["id"]):
+        parts = [data["name"][j], *(data["pairs"][p][0] for p in data["img"][j] + data["txt"][j])]
+        parts += [w for w, _ in data["words"].get(str(k), [])]
+        if word in "\n".join(parts).lower() and 0.2 <= cols["mds"][j] <= 0.9:
+            expected.add(k)
+    assert expected
+    dom = _dom(url + f"#q={word}&mds=0.20-0.90&sort=id&dir=asc", tmp_path / "p2")
+    assert int(_attr(dom, 'div class="cards"', "data-matching")) == len(expected)
+    assert [k for k, _ in _cards(dom)] == sorted(expected)[:48]
+
+    # one feature by link; and paging through the id order
+    k = cols["id"][len(cols["id"]) // 2]
+    assert [c for c, _ in _cards(_dom(url + f"#feature={k}", tmp_path / "p3"))] == [k]
+    page2 = [c for c, _ in _cards(_dom(url + "#sort=id&dir=asc&page=2", tmp_path / "p4"))]
+    assert page2 == sorted(cols["id"])[48:96]
+
+
+@pytest.mark.browser
+def test_browser_screenshots(run_report: Path, tmp_path: Path) -> None:
+    """Wide and narrow full-page screenshots (test-artifacts/, git-ignored) for a human look."""
+    url = run_report.resolve().as_uri()
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, size in (("report.png", "1280,7400"), ("report-narrow.png", "390,16000")):
+        shot = ARTIFACTS / name
+        shot.unlink(missing_ok=True)
+        args = (f"--window-size={size}", "--hide-scrollbars", f"--screenshot={shot}")
+        _chromium("--run-all-compositor-stages-before-draw", *args, url, tmp=tmp_path / name)
+        assert shot.is_file() and shot.stat().st_size > 20_000, name
+        with Image.open(shot) as img:
+            assert img.size == tuple(int(v) for v in size.split(","))
+            assert len(img.convert("RGB").getcolors(1 << 24) or []) > 50  # not a blank page
