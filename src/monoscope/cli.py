@@ -305,6 +305,16 @@ def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="render the self-contained HTML report", **_fmt)
     p.add_argument("--analysis", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--ablation", type=Path, help="ablation.json or its directory")
+    p.add_argument("--compare", type=Path, help="compare.json or its directory")
+    p.add_argument(
+        "--studies", type=Path, nargs="+", default=(), help="study directories (or their parent)"
+    )
+    p.add_argument(
+        "--no-discover",
+        action="store_true",
+        help="do not look for ablation/, compare/ and studies/ beside the analysis",
+    )
     p.add_argument("--open", action="store_true", help="open it in the browser")
     p.set_defaults(run=_run_report)
 
@@ -312,7 +322,14 @@ def _add_report(sub: Any) -> None:
 def _run_report(a: argparse.Namespace) -> list[Path]:
     from .report import open_in_browser, render_report
 
-    out = render_report(a.analysis, a.out)
+    out = render_report(
+        a.analysis,
+        a.out,
+        ablation=a.ablation,
+        compare=a.compare,
+        studies=a.studies,
+        discover=not a.no_discover,
+    )
     if a.open:
         open_in_browser(out)
     return [out]
