@@ -4,8 +4,9 @@ A source yields :class:`Pair` records in a fixed, deterministic order. Images ar
 lazily (``Pair.load_image``) so decoding can happen in workers and a resumed run can skip
 records without touching their images.
 
-Sources: ``emoji`` (the bundled emoji set) and a JSONL or CSV file of pairs (``image`` as a
-path relative to the file, ``caption``; any other keys are labels).
+Sources: ``emoji`` (the bundled emoji set), a JSONL or CSV file of pairs (``image`` as a
+path relative to the file, ``caption``; any other keys are labels), WebDataset tar shards
+(``webdataset.py``) and Hugging Face datasets (``hf:NAME_OR_DIR[:SPLIT]``, ``hfdata.py``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,18 @@ class PairSource(Protocol):
         ...
 
 
-def open_source(spec: str) -> PairSource:
-    """Open a pair source: ``emoji`` or a path to a ``.jsonl``/``.csv`` file of pairs."""
+def open_source(
+    spec: str, *, image_column: str | None = None, caption_column: str | None = None
+) -> PairSource:
+    """Open a pair source: ``emoji``, a ``.jsonl``/``.csv`` file of pairs, tar shards
+    (``shards/{00000..00099}.tar``, a glob, a file or a directory of ``.tar``) or
+    ``hf:NAME_OR_DIR[:SPLIT]``; the column names apply to ``hf:`` sources only."""
+    if spec.startswith("hf:"):
+        from .hfdata import HFPairs
+
+        return HFPairs(spec, image_column=image_column, caption_column=caption_column)
+    if image_column or caption_column:
+        raise MonoscopeError("--image-column and --caption-column apply to hf: sources only")
     if spec == "emoji":
         from .emoji import EmojiPairs
 
@@ -62,8 +73,13 @@ def open_source(spec: str) -> PairSource:
         from .files import FilePairs
 
         return FilePairs(path)
+    from .webdataset import TarPairs, is_tar_spec
+
+    if is_tar_spec(spec):
+        return TarPairs(spec)
     raise MonoscopeError(
-        f"--data {spec}: unknown source; expected 'emoji' or a .jsonl/.csv file of pairs"
+        f"--data {spec}: unknown source; expected 'emoji', a .jsonl/.csv file of pairs, "
+        "tar shards (.tar, a {a..b} pattern or a directory of them) or hf:NAME_OR_DIR[:SPLIT]"
     )
 
 
@@ -73,6 +89,14 @@ def load_image_ref(ref: str) -> Image.Image:
         from .emoji import load_emoji_image
 
         return load_emoji_image(ref.removeprefix("emoji:"))
+    if ref.startswith("tar:"):
+        from .webdataset import load_tar_ref
+
+        return load_tar_ref(ref)
+    if ref.startswith("hf:"):
+        from .hfdata import load_hf_ref
+
+        return load_hf_ref(ref)
     from .files import decode_image
 
     return decode_image(Path(ref))
