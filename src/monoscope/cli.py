@@ -36,7 +36,14 @@ def _add_embed(sub: Any) -> None:
         required=True,
         help="pocket | HF hub id or local dir | open_clip:NAME[/PRETRAINED]",
     )
-    p.add_argument("--data", required=True, help="emoji | a .jsonl/.csv file of pairs")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="emoji | a .jsonl/.csv file of pairs | tar shards ('shards/{00000..00099}.tar', "
+        "a glob or a directory) | hf:NAME_OR_DIR[:SPLIT]",
+    )
+    p.add_argument("--image-column", help="hf: image column (default: auto-detected)")
+    p.add_argument("--caption-column", help="hf: caption column (default: auto-detected)")
     p.add_argument("--out", required=True, type=Path, help="store directory")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
@@ -65,12 +72,13 @@ def _add_embed(sub: Any) -> None:
 
 
 def _run_embed(a: argparse.Namespace) -> list[Path]:
+    from .data import open_source
     from .embed import embed
 
     return [
         embed(
             a.model,
-            a.data,
+            open_source(a.data, image_column=a.image_column, caption_column=a.caption_column),
             a.out,
             batch_size=a.batch_size,
             shard_size=a.shard_size,
@@ -381,6 +389,22 @@ def _run_demo(a: argparse.Namespace) -> list[Path]:
     )
 
 
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="validate a store, feature map or analysis", **_fmt)
+    p.add_argument("path", type=Path, help="a store, feature-map or analysis directory")
+    p.set_defaults(run=_run_doctor)
+
+
+def _run_doctor(a: argparse.Namespace) -> list[Path]:
+    from .doctor import diagnose
+
+    problems = diagnose(a.path)
+    print("\n".join(problems) or "ok")
+    if problems:
+        raise SystemExit(1)
+    return []
+
+
 _fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
 
@@ -403,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_report,
         _add_bench,
         _add_pocket,
+        _add_doctor,
     ):
         add(sub)
     return parser
@@ -415,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonoscopeError as e:
         print(f"monoscope: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permission denied, ...: one line, not a traceback
+        print(f"monoscope: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("monoscope: interrupted", file=sys.stderr)
         return 130

@@ -230,8 +230,9 @@ def _check_dims(img: np.ndarray, txt: np.ndarray, dim: int) -> None:
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf rows become NaN and are skipped
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norm > 0, norm, 1.0)
 
 
 def _length(source: PairSource) -> int | None:

@@ -198,6 +198,9 @@ class StoreWriter:
         write_json(self.path / "manifest.json", manifest)
         shutil.rmtree(self.path / "pairs")
         shutil.rmtree(self.path / "progress")
+        for m in MODALITIES:  # temporary files of writes a killed writer never finished
+            for tmp in (self.path / m).glob(".*.tmp"):
+                tmp.unlink()
         self.complete = True
         return self.path
 
