@@ -10,6 +10,7 @@ from typing import Any
 
 from ._util import MonoscopeError
 from .demo import SAE as DEMO_SAE
+from .studies.cli import add_parsers as add_study_parsers
 
 METHODS = (
     "identity",
@@ -369,7 +370,11 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--latents", type=int, default=DEMO_SAE["latents"], help="SAE features")
     p.add_argument("--k", type=int, default=DEMO_SAE["k"], help="SAE active latents")
     p.add_argument("--epochs", type=int, default=DEMO_SAE["epochs"], help="SAE epochs")
-    p.add_argument("--no-studies", action="store_true", help="skip the case studies")
+    p.add_argument(
+        "--studies",
+        action="store_true",
+        help="also run the gender, adversarial and steering studies (a few minutes)",
+    )
     _common(p)
     p.set_defaults(run=_run_demo)
 
@@ -382,7 +387,7 @@ def _run_demo(a: argparse.Namespace) -> list[Path]:
         latents=a.latents,
         k=a.k,
         epochs=a.epochs,
-        studies=not a.no_studies,
+        studies=a.studies,
         seed=a.seed,
         device=a.device,
         progress=not a.quiet,
@@ -430,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_doctor,
     ):
         add(sub)
+    add_study_parsers(sub)
     return parser
 
 

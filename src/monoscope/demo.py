@@ -2,7 +2,8 @@
 
 Stages, each written under ``out``: ``store/``, ``featuremap/`` (TopK SAE), ``analysis/`` (with
 word drivers), ``ablation/``, ``baselines/{identity,ncl}/`` (feature maps and analyses for the
-comparison), ``compare/``, optionally ``studies/``, and ``report.html``. ``timings.json`` holds
+comparison), ``compare/``, with ``studies=True`` ``studies/{gender,adversarial,steer}/``, and
+``report.html``. ``timings.json`` holds
 the wall time of every stage.
 """
 
@@ -25,7 +26,7 @@ def run_demo(
     latents: int = SAE["latents"],
     k: int = SAE["k"],
     epochs: int = SAE["epochs"],
-    studies: bool = True,
+    studies: bool = False,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -103,11 +104,18 @@ def run_demo(
     )
     study_dirs: list[Path] = []
     if studies:
-        from .studies import run_all
+        from .studies import adversarial_study, gender_study, steer_study
 
-        study_dirs = run_all(
-            store, fmap, analysis, out / "studies", model=encoder, stage=stage, **common
-        )
+        for name, study in (
+            ("gender", gender_study),
+            ("adversarial", adversarial_study),
+            ("steer", steer_study),
+        ):
+            where = out / "studies" / name
+            stage(
+                name, lambda s=study, w=where: s(store, fmap, analysis, w, model=encoder, **common)
+            )
+            study_dirs.append(where)
     report = stage(
         "report",
         lambda: render_report(

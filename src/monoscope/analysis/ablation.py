@@ -22,6 +22,7 @@ from ..featuremaps import FeatureMap, load_featuremap
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .mds import GROUPS
+from .monosemanticity import unit_rows
 
 TEMPLATES = ("{}", "an image of {}", "a picture showing {}")
 
@@ -43,16 +44,12 @@ def remove_features(
         return x - contribution
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-
-
 def retrieval_hits(img: torch.Tensor, txt: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict:
     """Per-query hits of image->text and text->image retrieval over all pairs (row i <-> i).
 
     A query's rank is the number of candidates scored strictly above its own pair.
     """
-    sim = _unit(img) @ _unit(txt).T
+    sim = unit_rows(img) @ unit_rows(txt).T
     diag = sim.diagonal()
     rank_i2t = (sim > diag[:, None]).sum(1)  # texts scored above the paired one
     rank_t2i = (sim > diag[None, :]).sum(0)
@@ -65,7 +62,7 @@ def retrieval_hits(img: torch.Tensor, txt: torch.Tensor, ks: Sequence[int] = (1,
 
 def zero_shot_hits(img: torch.Tensor, class_emb: torch.Tensor, labels: np.ndarray) -> np.ndarray:
     """Per-image correctness of nearest-class-prompt classification (labels index classes)."""
-    pred = (_unit(img) @ _unit(class_emb).T).argmax(1).numpy()
+    pred = (unit_rows(img) @ unit_rows(class_emb).T).argmax(1).numpy()
     return pred == labels
 
 
@@ -78,7 +75,7 @@ def paired_drop(base: np.ndarray, ablated: np.ndarray, replicates: int = 1000, s
     return float(diff.mean()), [float(lo), float(hi)]
 
 
-def _class_prompts(
+def class_prompts(
     encoder: DualEncoder, names: list[str], templates: Sequence[str], normalize: bool
 ) -> torch.Tensor:
     """(C, d) class embeddings: mean of the unit prompt embeddings over templates."""
@@ -86,8 +83,8 @@ def _class_prompts(
     with torch.inference_mode():
         emb = encoder.encode_texts(prompts).float().cpu()
     if normalize:
-        emb = _unit(emb)
-    return _unit(emb.reshape(len(names), len(templates), -1).mean(1))
+        emb = unit_rows(emb)
+    return unit_rows(emb.reshape(len(names), len(templates), -1).mean(1))
 
 
 def ablate(
@@ -233,7 +230,7 @@ def _zero_shot_tasks(
         index = {name: i for i, name in enumerate(names)}
         labels = np.array([index.get(v, -1) for v in values])
         readable = [n.replace("-", " ").replace("_", " ") for n in names]
-        class_emb = _class_prompts(encoder, readable, templates, normalize).to(device)
+        class_emb = class_prompts(encoder, readable, templates, normalize).to(device)
         tasks[key] = (class_emb, labels, labels >= 0)
     return tasks
 

@@ -25,7 +25,7 @@ SERIES_COLORS = ("#000000", "#D55E00", "#56B4E9", "#CC79A7", "#E69F00", "#0072B2
 SERIES_STYLES = ("-", "--", "-.", ":")
 INK, MUTED = "#39424e", "#7b8592"
 
-_RC = {
+MPL_STYLE = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
@@ -103,7 +103,7 @@ def mds_histogram(
 ) -> str:
     """Histogram of MDS over alive features, stacked by group, with the grouping thresholds."""
     groups_arr = np.asarray(groups)
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(5.8, 3.0), layout="constrained")
         ax = fig.add_subplot()
         bins = np.linspace(0.0, 1.0, 41)
@@ -141,7 +141,7 @@ def mds_intervals(
     order = np.argsort(mds, kind="stable")
     x = np.empty(len(order))
     x[order] = np.arange(len(order))
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(3.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
         for g in GROUPS:
@@ -182,7 +182,7 @@ def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
     names = [g for g in GROUPS if g in groups]
     counts = [float(groups[g].get("count", 0)) for g in names]
     total = sum(counts) or 1.0
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(3.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
         y = np.arange(len(names))[::-1]
@@ -243,7 +243,7 @@ def activation_scatter(mu_img: np.ndarray, mu_txt: np.ndarray, groups: Sequence[
     positive = np.concatenate([mu_img[mu_img > 0], mu_txt[mu_txt > 0]])
     floor = float(positive.min()) / 2 if positive.size else 1e-6
     x, y = np.maximum(mu_txt, floor), np.maximum(mu_img, floor)
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(3.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
         _scatter_groups(ax, x, y, groups_arr)
@@ -270,7 +270,7 @@ def frequency_scatter(
     freq = (np.nan_to_num(freq_img) + np.nan_to_num(freq_txt)) / 2
     positive = freq[freq > 0]
     floor = float(positive.min()) / 2 if positive.size else 1e-6
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(3.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
         _scatter_groups(ax, mds, np.maximum(freq, floor), groups_arr)
@@ -291,7 +291,7 @@ def compare_overlay(
     """Overlaid MDS densities of several analyses (``compare.json``); ``current`` is drawn
     thickest (the analysis this report is about)."""
     edges = np.asarray(bins, dtype=float)
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(5.8, 3.0), layout="constrained")
         ax = fig.add_subplot()
         for i, e in enumerate(entries):
@@ -345,7 +345,7 @@ def metric_panels(metrics: Mapping[str, Any]) -> str | None:
     rows = [*GROUPS, "all"]
     if not keys:
         return None
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(1.9 * len(keys) + 0.6, 2.5), layout="constrained")
         axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
         y = np.arange(len(rows))[::-1]
@@ -395,7 +395,7 @@ def m_sweep(sweep: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) 
     if len(ms) < 2 or not panels:
         return None
     metrics = metrics or {}
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(5.8, 3.0), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         x = np.array([int(m) for m in ms], dtype=float)
@@ -458,7 +458,7 @@ def ablation_bars(ablation: Mapping[str, Any]) -> str | None:
         return None
     ncols = len(names) if len(names) <= 6 else 4
     nrows = math.ceil(len(names) / ncols)
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(1.95 * ncols + 0.4, 2.35 * nrows + 0.35), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         x = np.arange(len(present))
