@@ -54,7 +54,7 @@ def test_constant_feature_has_zero_width_ci_and_full_stability():
         boot.update(img[lo : lo + 64], txt[lo : lo + 64])
     mds = modality_dominance(img.mean(0).numpy(), txt.mean(0).numpy())
     point = group_features(mds)
-    res = summarise_bootstrap(boot, point)
+    res = summarise_bootstrap(boot, point, mds)
     np.testing.assert_allclose(res.mds_low, [0.75, 0.5, 0.0], atol=1e-9)
     np.testing.assert_allclose(res.mds_high, [0.75, 0.5, 0.0], atol=1e-9)
     np.testing.assert_allclose(res.stability, 1.0)
@@ -77,3 +77,25 @@ def test_bootstrap_ci_matches_delta_method():
     se = np.sqrt((mb**2 * a.var() + ma**2 * b.var()) / n) / (ma + mb) ** 2
     assert reps.std() == pytest.approx(se, rel=0.15)
     assert abs(reps.mean() - ma / (ma + mb)) < se
+
+
+def test_group_size_ci_not_shrunk_by_features_silent_in_a_replicate():
+    # 40 common features and 10 that fire on a single pair: a replicate that drops that pair
+    # must not make every group smaller.
+    n, rng = 200, np.random.default_rng(0)
+    img = torch.tensor(rng.exponential(1.0, (n, 50)), dtype=torch.float32)
+    txt = torch.tensor(rng.exponential(1.0, (n, 50)), dtype=torch.float32)
+    img[:, 40:] = 0
+    txt[:, 40:] = 0
+    img[7, 40:] = 1.0
+    boot = PoissonBootstrap(50, replicates=100, seed=0)
+    boot.update(img, txt)
+    mds = modality_dominance(img.mean(0).numpy(), txt.mean(0).numpy())
+    point = group_features(mds)
+    res = summarise_bootstrap(boot, point, mds)
+    total_lo = sum(res.group_ci[g][0] for g in ("ImgD", "TextD", "CrossD"))
+    total_hi = sum(res.group_ci[g][1] for g in ("ImgD", "TextD", "CrossD"))
+    assert total_lo <= 50 <= total_hi
+    lo, hi = res.group_ci["ImgD"]  # the 10 rare features are ImgD (MDS 1) in every replicate
+    assert point.counts()["ImgD"] - 3 <= lo <= point.counts()["ImgD"] <= hi
+    assert (res.stability[40:] < 0.8).all()  # silent in about 37% of replicates

@@ -180,7 +180,7 @@ def analyze(
     columns["group"] = grouping.groups
     groups: dict[str, Any] = {g: {"count": c} for g, c in grouping.counts().items()}
     if boot is not None:
-        b = summarise_bootstrap(boot, grouping, definition, quantile=quantile)
+        b = summarise_bootstrap(boot, grouping, mds, definition, quantile=quantile)
         columns.update(mds_ci_low=b.mds_low, mds_ci_high=b.mds_high, stability=b.stability)
         for g in groups:
             groups[g]["ci"] = list(b.group_ci[g])

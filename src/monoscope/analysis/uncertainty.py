@@ -7,6 +7,7 @@ costs O(N * K * B) flops in dense matmuls and O(K * B) memory, whatever N is.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +50,14 @@ class BootstrapResult:
 def summarise_bootstrap(
     boot: PoissonBootstrap,
     point: Grouping,
+    point_mds: np.ndarray,
     definition: str = "ratio-of-means",
     **rule_options: float,
 ) -> BootstrapResult:
     """CIs of MDS and group sizes, and group stability, re-applying the grouping rule of
     ``point`` to every replicate (so the thresholds vary with the data, as they would). For
     the ``test`` rule, replicates re-apply its effect-size thresholds without re-testing.
+    An alive feature silent in a replicate keeps its point MDS (``point_mds``) there.
 
     The mean-of-ratios definition is bootstrapped through its ratio-of-means counterpart; its
     CIs are therefore approximate.
@@ -65,19 +68,22 @@ def summarise_bootstrap(
     mds = np.stack(
         [modality_dominance(i, t, boot_def) for i, t in zip(mu_img, mu_txt, strict=True)]
     )
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a feature silent in every replicate keeps a NaN CI
+        warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(np.where(alive, mds, np.nan), [2.5, 97.5], axis=0)
     kept = np.zeros(len(point.groups))
     used = 0
     sizes = {g: [] for g in GROUPS}
+    rule = "fixed" if point.rule == "test" else point.rule
     for row in mds:
-        if not np.isfinite(row).any():
+        defined = alive & np.isfinite(row)
+        if not defined.any():
             continue
-        rule = "fixed" if point.rule == "test" else point.rule
-        rep = group_features(
-            np.where(alive, row, np.nan), rule, **_rule_kwargs(point, rule_options)
-        )
-        kept += rep.groups == point.groups
+        # A rare feature may not fire at all in a replicate, which then says nothing about it:
+        # it keeps its point MDS for the group sizes, but does not count as stable.
+        filled = np.where(alive & ~defined, point_mds, row)
+        rep = group_features(filled, rule, **_rule_kwargs(point, rule_options))
+        kept += (rep.groups == point.groups) & defined
         used += 1
         for g, c in rep.counts().items():
             sizes[g].append(c)
