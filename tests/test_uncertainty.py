@@ -58,7 +58,7 @@ def test_constant_feature_has_zero_width_ci_and_full_stability():
     np.testing.assert_allclose(res.mds_low, [0.75, 0.5, 0.0], atol=1e-9)
     np.testing.assert_allclose(res.mds_high, [0.75, 0.5, 0.0], atol=1e-9)
     np.testing.assert_allclose(res.stability, 1.0)
-    assert res.group_ci["ImgD"] == (1.0, 1.0)
+    assert res.group_ci["ImgD"] == (1.0, 1.0)  # every replicate agrees: zero width
 
 
 def test_bootstrap_ci_matches_delta_method():
@@ -99,3 +99,11 @@ def test_group_size_ci_not_shrunk_by_features_silent_in_a_replicate():
     lo, hi = res.group_ci["ImgD"]  # the 10 rare features are ImgD (MDS 1) in every replicate
     assert point.counts()["ImgD"] - 3 <= lo <= point.counts()["ImgD"] <= hi
     assert (res.stability[40:] < 0.8).all()  # silent in about 37% of replicates
+
+
+def test_normal_ci_by_hand():
+    from monoscope.analysis.uncertainty import normal_ci
+
+    reps = np.array([10.0, 12.0, 14.0])  # sample std 2
+    lo, hi = normal_ci(reps, 11.0)
+    assert (lo, hi) == pytest.approx((11 - 1.959964 * 2, 11 + 1.959964 * 2), abs=1e-5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ def summarise_bootstrap(
     """CIs of MDS and group sizes, and group stability, re-applying the grouping rule of
     ``point`` to every replicate (so the thresholds vary with the data, as they would). For
     the ``test`` rule, replicates re-apply its effect-size thresholds without re-testing.
-    An alive feature silent in a replicate keeps its point MDS (``point_mds``) there.
+    An alive feature silent in a replicate keeps its point MDS (``point_mds``) there. MDS CIs
+    are percentile intervals; group-size CIs are normal intervals (:func:`normal_ci`).
 
     The mean-of-ratios definition is bootstrapped through its ratio-of-means counterpart; its
     CIs are therefore approximate.
@@ -87,8 +89,22 @@ def summarise_bootstrap(
         used += 1
         for g, c in rep.counts().items():
             sizes[g].append(c)
-    group_ci = {g: tuple(float(q) for q in np.percentile(v, [2.5, 97.5])) for g, v in sizes.items()}
+    counts = point.counts()
+    group_ci = {g: normal_ci(np.array(v), counts[g]) for g, v in sizes.items()}
     return BootstrapResult(low, high, kept / max(used, 1), group_ci, used)
+
+
+def normal_ci(replicates: np.ndarray, point: float, level: float = 0.95) -> tuple[float, float]:
+    """The normal bootstrap interval, point +- z * (standard deviation of the replicates).
+
+    Used for group sizes: a count above a threshold is median-biased under resampling when the
+    MDS density near the threshold is asymmetric (more features just below it than above), so
+    percentile intervals of the replicate counts can miss the point estimate altogether, and
+    bias-corrected ones degenerate when almost every replicate lies on one side.
+    """
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    half = z * float(np.std(replicates, ddof=1)) if len(replicates) > 1 else 0.0
+    return (point - half, point + half)
 
 
 def _rule_kwargs(point: Grouping, options: dict[str, float]) -> dict[str, float]:
