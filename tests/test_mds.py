@@ -38,4 +38,8 @@ def test_fixed_and_quantile_rules():
     assert fixed.counts() == {"ImgD": 3, "TextD": 3, "CrossD": 5}
     q = group_features(mds, "quantile", quantile=0.1)
     assert (q.low, q.high) == pytest.approx((0.1, 0.9))
-    assert q.counts() == {"ImgD": 1, "TextD": 1, "CrossD": 9}
+    assert q.counts() == {"ImgD": 2, "TextD": 2, "CrossD": 7}  # inclusive: 0, 0.1 | 0.9, 1
+    # the 0.8 quantile is 1.0, shared by three features: all three are ImgD
+    ties = group_features(np.array([0.0, 0.4, 0.5, 0.6, 1.0, 1.0, 1.0]), "quantile", quantile=0.2)
+    assert ties.high == 1.0 and ties.low == pytest.approx(0.42)
+    assert ties.counts() == {"ImgD": 3, "TextD": 2, "CrossD": 2}

@@ -64,6 +64,11 @@ def test_scores_of_a_map_built_from_the_truth():
     scores = score_featuremap(IdentityMap(d), image, text, truth)  # axes == atoms here
     assert scores["atom_recovery_mmcs"] == pytest.approx(1)
     assert scores["group_macro_f1"] == pytest.approx(1)
+    # the modality-specific atoms fire in one modality only: every rule recovers the groups,
+    # including the sign-flip test (200 pairs give tiny p-values)
+    assert scores["group_macro_f1_by_rule"] == pytest.approx(
+        {"std": 1.0, "fixed": 1.0, "quantile": 1.0, "test": 1.0}
+    )
 
 
 def test_reduced_benchmark_meets_targets(tmp_path):

@@ -70,7 +70,8 @@ def group_features(
     - ``std`` (default): high = mean + std, low = mean - std of MDS over alive features
       (population std).
     - ``fixed``: the given ``low``/``high``.
-    - ``quantile``: the ``quantile`` and ``1 - quantile`` quantiles of alive MDS.
+    - ``quantile``: the ``quantile`` and ``1 - quantile`` quantiles of alive MDS, inclusive
+      (features tied at a quantile belong to the tail).
     """
     alive = np.isfinite(mds)
     values = mds[alive]
@@ -85,6 +86,10 @@ def group_features(
         raise ValueError(f"unknown grouping rule {rule!r}; expected one of {RULES}")
     groups = np.full(mds.shape, "dead", dtype=object)
     groups[alive] = "CrossD"
-    groups[alive & (mds > high)] = "ImgD"
-    groups[alive & (mds < low)] = "TextD"
+    if rule == "quantile":  # inclusive, so that ties at an extreme (MDS exactly 1) all count
+        groups[alive & (mds >= high)] = "ImgD"
+        groups[alive & (mds <= low)] = "TextD"
+    else:
+        groups[alive & (mds > high)] = "ImgD"
+        groups[alive & (mds < low)] = "TextD"
     return Grouping(groups.astype(str), rule, float(low), float(high))

@@ -34,6 +34,7 @@ from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
 from ..store import Store, StoreWriter
 from .mds import GROUPS, group_features, modality_dominance
+from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
 
 DEFAULT_METHODS = (
     "identity",
@@ -185,16 +186,26 @@ def score_featuremap(
     fmap = fmap.cpu().eval()
     cos = truth.atoms @ feature_directions(fmap).T
     best = cos.argmax(1)
-    acts = {
-        m: fmap.encode_modality(torch.from_numpy(x), m).double().mean(0).numpy()
-        for m, x in (("image", image), ("text", text))
-    }
-    mds = modality_dominance(acts["image"], acts["text"])
+    a_img = fmap.encode_modality(torch.from_numpy(image), "image").float()
+    a_txt = fmap.encode_modality(torch.from_numpy(text), "text").float()
+    mds = modality_dominance(a_img.double().mean(0).numpy(), a_txt.double().mean(0).numpy())
     grouping = group_features(mds)
     predicted = grouping.groups[best]
+    test = SignFlipTest(a_img.shape[1], permutations=1000)
+    test.update(a_img, a_txt)
+    q = benjamini_hochberg(np.where(np.isfinite(mds), test.p_values(), np.nan))
+    by_rule = {
+        "std": grouping,
+        "fixed": group_features(mds, "fixed"),
+        "quantile": group_features(mds, "quantile"),
+        "test": group_by_test(mds, q),
+    }
     return {
         "atom_recovery_mmcs": float(cos.max(1).mean()),
         "group_macro_f1": macro_f1(truth.groups, predicted),
+        "group_macro_f1_by_rule": {
+            rule: macro_f1(truth.groups, g.groups[best]) for rule, g in by_rule.items()
+        },
         "group_accuracy": float((predicted == truth.groups).mean()),
         "group_counts": grouping.counts(),
         "alive_features": int(np.isfinite(mds).sum()),
