@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/monoscope demo --out runs/demo
+	$(VENV)/bin/monoscope demo --studies --out runs/demo
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts benchmarks
