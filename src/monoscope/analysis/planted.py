@@ -32,19 +32,12 @@ import torch
 from .._util import write_json
 from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
+from ..featuremaps.train import METHODS
 from ..store import Store, StoreWriter
 from .mds import GROUPS, group_features, modality_dominance
 from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
 
-DEFAULT_METHODS = (
-    "identity",
-    "sae-relu",
-    "sae-topk",
-    "sae-batchtopk",
-    "sae-jumprelu",
-    "sae-matryoshka",
-    "ncl",
-)
+DEFAULT_METHODS = METHODS
 
 # Settings for the benchmark's short runs (1500 steps at d = 64): the L1 and JumpReLU SAEs need
 # a larger step than the library default to converge in that budget, the L1 coefficient suits

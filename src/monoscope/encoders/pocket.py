@@ -143,26 +143,25 @@ def minilm_embed(
     return torch.cat(out)
 
 
-def image_tensor(images: Sequence[Image.Image], size: int = 64) -> torch.Tensor:
-    """(B, 3, size, size) float32 pixels in [0, 1].
+def fit_square(im: Image.Image, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: resized (bicubic) so the shorter side is ``size``, then
+    centre-cropped; an image already ``size`` x ``size`` passes unchanged."""
+    im = im.convert("RGB")
+    if im.size != (size, size):
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8)
 
-    Images already ``size`` x ``size`` pass unchanged; others are resized (bicubic) so the
-    shorter side is ``size`` and centre-cropped.
-    """
-    arrays = []
-    for im in images:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            w, h = im.size
-            s = size / min(w, h)
-            nw, nh = max(size, round(w * s)), max(size, round(h * s))
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        arrays.append(np.asarray(im, dtype=np.uint8))
-    if not arrays:
+
+def image_tensor(images: Sequence[Image.Image], size: int = 64) -> torch.Tensor:
+    """(B, 3, size, size) float32 pixels in [0, 1] (see :func:`fit_square`)."""
+    if not images:
         return torch.zeros(0, 3, size, size)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.stack([fit_square(im, size) for im in images])).permute(0, 3, 1, 2)
     return x.float().div_(255.0)
 
 

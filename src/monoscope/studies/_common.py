@@ -20,6 +20,7 @@ from ..analysis.mds import GROUPS
 from ..analysis.monosemanticity import unit_rows
 from ..data import BadRecord, load_image_ref
 from ..encoders import DualEncoder, encoder_spec, load_encoder
+from ..encoders.pocket import fit_square
 from ..featuremaps import FeatureMap, load_featuremap
 from ..store import Store
 
@@ -148,20 +149,7 @@ def load_pixels(pairs: Sequence[dict[str, Any]], rows: np.ndarray, size: int) ->
     images = load_images(pairs, rows)
     if not images:
         return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([_fit(im, size) for im in images])
-
-
-def _fit(im: Image.Image, size: int) -> np.ndarray:
-    """Resize (shorter side to ``size``, bicubic) and centre-crop to a square RGB array."""
-    im = im.convert("RGB")
-    if im.size != (size, size):
-        w, h = im.size
-        s = size / min(w, h)
-        nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8)
+    return np.stack([fit_square(im, size) for im in images])
 
 
 def diff_ci(
