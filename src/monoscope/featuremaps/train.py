@@ -14,14 +14,24 @@ mse, l0, ...; ``dead_fraction`` at the interval's end) and ``metrics.json``
 While training, ``checkpoints/step-NNNNNNNN/`` holds the map in the same format plus
 ``optimizer.safetensors`` (Adam moments, RNG state, dead-latent counters) and
 ``trainer_state.json`` (scalars); ``checkpoints/latest.json`` names the newest complete one.
+
+Data-parallel training: under torchrun (``WORLD_SIZE`` > 1) the processes join a process group
+(NCCL on CUDA, gloo on CPU). Every rank builds the same seeded stream of global batches and
+trains on rows ``rank::world`` of each; the parameter gradients are summed over the ranks and
+divided by ``world`` (so the global batch size stays ``batch_size``, which must be divisible by
+the number of processes), the dead-latent counters see the latents that fired on any rank, and
+BatchTopK's threshold estimate is averaged. NCL's contrastive loss couples the rows of a batch,
+so its pre-activations are gathered (with gradient) and every rank evaluates the global-batch
+loss. The initialisation is broadcast from rank 0, and only rank 0 writes the outputs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +53,7 @@ from ..store import Store
 from .base import KINDS, FeatureMap
 from .identity import IdentityMap
 from .metrics import evaluate_featuremap
+from .ncl import NCLMap  # noqa: F401  (registers the "ncl" kind)
 from .sae import SAE_KINDS, PerModalityMap
 
 METHODS = ("identity", *SAE_KINDS, "ncl")
@@ -150,6 +161,170 @@ class _Stream:
                 if i >= skip:
                     yield batch
             skip, epoch = 0, epoch + 1
+
+
+_SYNCED_BUFFERS = ("threshold",)  # training-time statistics averaged over the ranks
+
+
+class _Dist:
+    """Data parallelism over a torch.distributed group; ``world == 1``: a no-op."""
+
+    def __init__(self, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
+
+    @classmethod
+    def join(cls, device: str) -> tuple[_Dist, str]:
+        """(context, device) from the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK,
+        MASTER_ADDR, MASTER_PORT); joins an NCCL (CUDA) or gloo group when WORLD_SIZE > 1."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(), resolve_device(device)
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{local}"
+        device = resolve_device(device)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size()), device
+
+    def first(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on rank 0 only; every rank returns its result (or raises its error)."""
+        if self.world == 1:
+            return fn()
+        import torch.distributed as dist
+
+        box: list[Any] = [None, None]
+        if self.rank == 0:
+            try:
+                box[0] = fn()
+            except Exception as e:
+                box[1] = str(e)
+                dist.broadcast_object_list(box, src=0)
+                raise
+        dist.broadcast_object_list(box, src=0)
+        if box[1] is not None:
+            raise MonoscopeError(f"rank 0 failed: {box[1]}")
+        return box[0]
+
+    def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This rank's rows of a global batch."""
+        if self.world == 1:
+            return batch
+        return {key: v[self.rank :: self.world] for key, v in batch.items()}
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        return t
+
+    def broadcast_state(self, model: FeatureMap) -> None:
+        """Rank 0's parameters and buffers on every rank."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for t in [*model.parameters(), *model.buffers()]:
+                    dist.broadcast(t.data, src=0)
+
+    def average_grads(self, model: FeatureMap) -> None:
+        """Mean of the ranks' gradients (each already the mean over its equal sub-batch)."""
+        if self.world == 1:
+            return
+        # a parameter may have no gradient on some ranks (per_modality: no rows of a modality)
+        params = list(model.parameters())
+        parts = [
+            p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params
+        ]
+        parts.append(
+            torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+        )
+        flat = self._sum(torch.cat(parts))
+        has_grad = flat[-len(params) :] > 0
+        offset = 0
+        for p, present in zip(params, has_grad.tolist(), strict=True):
+            g = flat[offset : offset + p.numel()].view_as(p).div_(self.world)
+            p.grad = g.clone() if present else None
+            offset += p.numel()
+
+    def average_stats(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Means over the ranks of the scalar step statistics."""
+        if self.world == 1:
+            return values
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values.values()])
+        device = next(v.device for v in values.values() if isinstance(v, torch.Tensor))
+        mean = self._sum(stacked.to(device)).div_(self.world).cpu()
+        return dict(zip(values, mean, strict=True))
+
+    def any(self, fired: torch.Tensor) -> torch.Tensor:
+        """Latents that fired on any rank."""
+        if self.world == 1:
+            return fired
+        return self._sum(fired.to(torch.int32)) > 0
+
+    def average_buffers(self, model: FeatureMap) -> None:
+        """Average the training-time statistics (BatchTopK's threshold) over the ranks."""
+        if self.world == 1:
+            return
+        for name, buf in model.named_buffers():
+            if name.rsplit(".", 1)[-1] in _SYNCED_BUFFERS and buf.is_floating_point():
+                self._sum(buf).div_(self.world)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+class _AllGather(torch.autograd.Function):
+    """Concatenation of every rank's (B_r, ...) tensor along dim 0; the gradient of this rank's
+    rows is the sum over the ranks of their gradients of them."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = (rank * x.shape[0], (rank + 1) * x.shape[0])
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        import torch.distributed as dist
+
+        g = g.contiguous().clone()
+        dist.all_reduce(g)
+        lo, hi = ctx.rows
+        return g[lo:hi], None, None
+
+
+class _GatheredPreActs:
+    """NCL under data parallelism: ``model.pre_acts`` returns the pre-activations of the global
+    batch (gathered from all ranks, gradients flowing back to each rank's rows), so that the
+    contrastive loss sees every pair; each rank then gets ``world`` times its share of the
+    global gradient, which :meth:`_Dist.average_grads` turns back into the global gradient."""
+
+    def __init__(self, model: FeatureMap, ddp: _Dist, active: bool):
+        self.model, self.ddp, self.active = model, ddp, active
+
+    def __enter__(self) -> None:
+        if self.active:
+            local = self.model.pre_acts
+
+            def pre_acts(x: torch.Tensor, modality: str) -> torch.Tensor:
+                return _AllGather.apply(local(x, modality), self.ddp.rank, self.ddp.world)
+
+            self.model.pre_acts = pre_acts
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            del self.model.pre_acts
 
 
 def _to_torch(batch: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
@@ -309,11 +484,11 @@ def train_featuremap(
         raise MonoscopeError(f"{store.path}: the store is empty")
     if steps is not None and epochs is not None:
         raise MonoscopeError("give epochs or steps, not both")
-    device = resolve_device(device)
+    ddp, device = _Dist.join(device)
     model = build_featuremap(
         method, store.dim, latents=latents, k=k, l1=l1, per_modality=per_modality, **method_kwargs
     )
-    if _prepare_out(out, resume, overwrite):
+    if ddp.first(lambda: _prepare_out(out, resume, overwrite)):
         return out
     store_ref = {
         "path": str(store.path.resolve()),
@@ -322,15 +497,23 @@ def train_featuremap(
         "model": store.manifest.get("model"),
     }
     if isinstance(model, IdentityMap):
-        model.save(out, extra={"training": {"method": method, "store": store_ref}})
-        (out / "train_log.jsonl").write_text("")
-        metrics = evaluate_featuremap(model, store, seed=seed, device=device)
-        write_json(out / "metrics.json", {"method": method, **metrics})
+
+        def save_identity() -> None:
+            model.save(out, extra={"training": {"method": method, "store": store_ref}})
+            (out / "train_log.jsonl").write_text("")
+            metrics = evaluate_featuremap(model, store, seed=seed, device=device)
+            write_json(out / "metrics.json", {"method": method, **metrics})
+
+        ddp.first(save_identity)
         return out
 
     mode = getattr(model, "data_mode", "mixed")  # "mixed" embeddings (SAEs), "paired" (NCL)
     stream = _Stream(store, mode, batch_size, seed, buffer_pairs)
-    if stream.batch_size < batch_size:
+    if stream.batch_size % ddp.world:
+        raise MonoscopeError(
+            f"batch size {stream.batch_size} is not divisible by the {ddp.world} processes"
+        )
+    if stream.batch_size < batch_size and ddp.rank == 0:
         tqdm.write(f"batch size {batch_size} exceeds the data; using {stream.batch_size}")
     spe = stream.steps_per_epoch
     if steps is not None:
@@ -368,9 +551,10 @@ def train_featuremap(
         state, since = _load_checkpoint(ckdir, model, opt, settings, device)
         start = state["step"]
         log = _LogAccumulator(state["log_sums"], state["log_count"])
-        lines = log_path.read_text().splitlines() if log_path.exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
-        log_path.write_text("".join(ln + "\n" for ln in kept))
+        if ddp.rank == 0:
+            lines = log_path.read_text().splitlines() if log_path.exists() else []
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+            log_path.write_text("".join(ln + "\n" for ln in kept))
     else:
         init = []
         for batch in stream.epoch(0):
@@ -379,24 +563,38 @@ def train_featuremap(
                 break
         sample = {key: np.concatenate([b[key] for b in init]) for key in init[0]}
         model.init_from_data(_to_torch(sample, device), torch.Generator().manual_seed(seed))
+        ddp.broadcast_state(model)
         since = torch.zeros(model.n_features, dtype=torch.long, device=device)
         start, log = 0, _LogAccumulator()
-        out.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
+        if ddp.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            log_path.write_text("")
 
     model.train()
     batches = stream.from_step(start)
     bar = tqdm(
-        total=total, initial=start, disable=not progress, desc=f"train {method}", unit="step"
+        total=total,
+        initial=start,
+        disable=not progress or ddp.rank != 0,
+        desc=f"train {method}",
+        unit="step",
     )
-    with open(log_path, "a", encoding="utf-8") as log_file:
+    gathered = _GatheredPreActs(model, ddp, ddp.world > 1 and mode == "paired")
+    log_target = log_path if ddp.rank == 0 else os.devnull
+    with open(log_target, "a", encoding="utf-8") as log_file:
         for step in range(start, total):
-            batch = _to_torch(next(batches), device)
+            batch = _to_torch(ddp.shard(next(batches)), device)
             lr_now = _lr_at(step, total, base_lr)
             for group in opt.param_groups:
                 group["lr"] = lr_now
-            loss, stats = model.train_loss(batch, since >= window)
-            value = float(loss.detach())
+            with gathered:
+                loss, stats = model.train_loss(batch, since >= window)
+            fired = ddp.any(stats.pop("fired"))
+            if ddp.world > 1:
+                stats = ddp.average_stats({"loss": loss.detach(), **stats})
+                value = float(stats.pop("loss"))
+            else:
+                value = float(loss.detach())
             if not math.isfinite(value):
                 raise MonoscopeError(
                     f"training diverged: the {method} loss is {value} at step {step}; "
@@ -404,10 +602,11 @@ def train_featuremap(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            ddp.average_grads(model)
             model.constrain_grads()
             opt.step()
             model.constrain_params()
-            fired = stats.pop("fired")
+            ddp.average_buffers(model)
             since = torch.where(fired, 0, since + per_step)
             log.add({"loss": value, **{key: float(v) for key, v in stats.items()}})
             done = step + 1
@@ -428,7 +627,7 @@ def train_featuremap(
                     dead=f"{record['dead_fraction']:.2f}",
                 )
             bar.update()
-            if checkpoint_every and done % checkpoint_every == 0 and done < total:
+            if checkpoint_every and done % checkpoint_every == 0 and done < total and ddp.rank == 0:
                 state = {
                     "version": TRAIN_STATE_VERSION,
                     "step": done,
@@ -442,13 +641,17 @@ def train_featuremap(
     model.finalize()
     model.eval()
     dead = since >= window
-    model.save(
-        out,
-        extra={"training": {**settings, "samples": total * per_step, "versions": versions()}},
-    )
-    metrics = evaluate_featuremap(model, store, seed=seed, device=device)
-    metrics["dead_fraction"] = float(dead.float().mean())
-    metrics["dead_window"] = window
-    write_json(out / "metrics.json", {"method": method, **metrics})
-    shutil.rmtree(ckdir, ignore_errors=True)
+
+    def save_outputs() -> None:
+        training = {**settings, "samples": total * per_step, "versions": versions()}
+        if ddp.world > 1:
+            training["processes"] = ddp.world
+        model.save(out, extra={"training": training})
+        metrics = evaluate_featuremap(model, store, seed=seed, device=device)
+        metrics["dead_fraction"] = float(dead.float().mean())
+        metrics["dead_window"] = window
+        write_json(out / "metrics.json", {"method": method, **metrics})
+        shutil.rmtree(ckdir, ignore_errors=True)
+
+    ddp.first(save_outputs)
     return out
