@@ -84,7 +84,7 @@ def test_cross_modal_correlation_matches_numpy():
     for lo in range(0, 50, 7):
         acc.update(torch.from_numpy(x[lo : lo + 7]), torch.from_numpy(y[lo : lo + 7]))
     ref = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(3)]
-    np.testing.assert_allclose(acc.correlation(), ref, rtol=1e-6)
+    np.testing.assert_allclose(acc.correlation(), ref, rtol=1e-5)  # float32 batch sums
 
 
 def test_win_rate_matches_pairwise_oracle_with_ties():

@@ -100,8 +100,8 @@ class MSAccumulator:
         self.n += a.shape[0]
         self.ae += (a.T @ e).double()
         self.e += e.sum(0).double()
-        self.a += a.sum(0, dtype=torch.float64)
-        self.a2 += (a * a).sum(0, dtype=torch.float64)
+        self.a += a.sum(0).double()
+        self.a2 += a.square().sum(0).double()
         self.lo = torch.minimum(self.lo, a.min(0).values.double())
         self.hi = torch.maximum(self.hi, a.max(0).values.double())
 
@@ -144,13 +144,13 @@ class CorrelationAccumulator:
         self.sx, self.sy, self.sxx, self.syy, self.sxy = z(), z(), z(), z(), z()
 
     def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
-        x, y, f64 = acts_img.float(), acts_txt.float(), torch.float64
+        x, y = acts_img.float(), acts_txt.float()
         self.n += x.shape[0]
-        self.sx += x.sum(0, dtype=f64)
-        self.sy += y.sum(0, dtype=f64)
-        self.sxx += (x * x).sum(0, dtype=f64)
-        self.syy += (y * y).sum(0, dtype=f64)
-        self.sxy += (x * y).sum(0, dtype=f64)
+        self.sx += x.sum(0).double()
+        self.sy += y.sum(0).double()
+        self.sxx += x.square().sum(0).double()
+        self.syy += y.square().sum(0).double()
+        self.sxy += (x * y).sum(0).double()
 
     def correlation(self) -> np.ndarray:
         n = max(self.n, 1)

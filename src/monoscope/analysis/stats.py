@@ -22,14 +22,18 @@ class FeatureStats:
         self.top_idx = torch.full((n_features, top_m), -1, dtype=torch.int64)
 
     def update(self, acts: torch.Tensor, start: int) -> None:
-        """Add a (B, K) batch of activations whose first row has index ``start``."""
+        """Add a (B, K) batch of activations whose first row has index ``start``.
+
+        Batch sums are taken in float32 (exact enough for one batch) and accumulated in
+        float64; the batch's own top-m is found first, so the merge touches (K, 2m) values.
+        """
         b = acts.shape[0]
         self.n += b
-        self.sum += acts.sum(0, dtype=torch.float64)
+        self.sum += acts.sum(0).double()
         self.active += (acts > 0).sum(0)
-        rows = torch.arange(start, start + b, dtype=torch.int64)
-        vals = torch.cat([self.top_val, acts.T.float()], dim=1)
-        idx = torch.cat([self.top_idx, rows.expand(acts.shape[1], b)], dim=1)
+        vals, idx = acts.topk(min(self.top_m, b), dim=0)  # (m, K), sorted
+        vals = torch.cat([self.top_val, vals.T.float()], dim=1)
+        idx = torch.cat([self.top_idx, idx.T + start], dim=1)
         self.top_val, pos = vals.topk(self.top_m, dim=1)
         self.top_idx = idx.gather(1, pos)
 
@@ -60,8 +64,8 @@ class RatioStats:
     def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
         total = acts_img + acts_txt
         on = total > 0
-        ratio = torch.where(on, acts_img / torch.where(on, total, 1.0), 0.0)
-        self.sum += ratio.sum(0, dtype=torch.float64)
+        ratio = acts_img / total.masked_fill(~on, 1.0)  # 0 where neither fires
+        self.sum += ratio.sum(0).double()
         self.count += on.sum(0)
 
     @property
