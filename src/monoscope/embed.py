@@ -9,6 +9,7 @@ result is the same store, row for row, as a single-process run.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 from collections import Counter
@@ -208,6 +209,7 @@ def _distributed() -> tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
+        atexit.register(dist.destroy_process_group)  # orderly teardown, no abort at exit
     return dist.get_rank(), world
 
 

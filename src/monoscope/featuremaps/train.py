@@ -27,6 +27,7 @@ loss. The initialisation is broadcast from rank 0, and only rank 0 writes the ou
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -189,6 +190,7 @@ class _Dist:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            atexit.register(dist.destroy_process_group)  # orderly teardown, no abort at exit
         return cls(dist.get_rank(), dist.get_world_size()), device
 
     def first(self, fn: Callable[[], Any]) -> Any:
