@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import platform
 import random
 import tempfile
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,33 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise MonoscopeError(f"--device {device}: expected cpu, cuda[:N], mps or auto")
     return device
+
+
+def join_process_group(backend: str) -> None:
+    """Join the torch.distributed group the launcher describes (RANK, WORLD_SIZE, MASTER_*),
+    once per process, and leave it in step with the other ranks at exit."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    dist.init_process_group(backend)
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    # Ranks that tear the group down while a peer still talks to it can abort the process
+    # ('terminate called without an active exception'): meet at a barrier first. The barrier
+    # is bounded, so a rank whose peer died still exits.
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def versions() -> dict[str, str]:

@@ -9,7 +9,6 @@ result is the same store, row for row, as a single-process run.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 from collections import Counter
@@ -22,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from ._util import MonoscopeError, resolve_device
+from ._util import MonoscopeError, join_process_group, resolve_device
 from .data import BadRecord, Pair, PairSource, open_source
 from .encoders import DualEncoder, load_encoder
 from .store import StoreWriter
@@ -207,9 +206,7 @@ def _distributed() -> tuple[int, int]:
         return 0, 1
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-        atexit.register(dist.destroy_process_group)  # orderly teardown, no abort at exit
+    join_process_group("gloo")
     return dist.get_rank(), world
 
 

@@ -27,7 +27,6 @@ loss. The initialisation is broadcast from rank 0, and only rank 0 writes the ou
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 from .._util import (
     MonoscopeError,
     atomic_write,
+    join_process_group,
     read_json,
     resolve_device,
     seed_everything,
@@ -188,9 +188,7 @@ class _Dist:
         device = resolve_device(device)
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-            atexit.register(dist.destroy_process_group)  # orderly teardown, no abort at exit
+        join_process_group("nccl" if device.startswith("cuda") else "gloo")
         return cls(dist.get_rank(), dist.get_world_size()), device
 
     def first(self, fn: Callable[[], Any]) -> Any:
