@@ -45,3 +45,10 @@ def test_help_lists_stages(capsys):
     out = capsys.readouterr().out
     for cmd in ("demo", "embed", "train", "analyze", "report", "pocket"):
         assert cmd in out
+
+
+def test_cli_methods_are_the_trainers():
+    from monoscope.cli import METHODS
+    from monoscope.featuremaps.train import METHODS as TRAIN_METHODS
+
+    assert METHODS == TRAIN_METHODS

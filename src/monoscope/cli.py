@@ -12,6 +12,8 @@ from ._util import MonoscopeError
 from .demo import SAE as DEMO_SAE
 from .studies.cli import add_parsers as add_study_parsers
 
+# The trainer's methods, listed here so that `--help` does not import torch (a test keeps
+# the two lists equal).
 METHODS = (
     "identity",
     "sae-relu",
