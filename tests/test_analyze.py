@@ -13,7 +13,13 @@ from monoscope.store import Store
 
 def test_identity_analysis_matches_numpy(small_store: Path, tmp_path: Path):
     out = analyze(
-        small_store, IdentityMap(8), tmp_path / "a", top_m=3, device="cpu", progress=False
+        small_store,
+        IdentityMap(8),
+        tmp_path / "a",
+        top_m=3,
+        rule="std",
+        device="cpu",
+        progress=False,
     )
     s = Store(small_store)
     img, txt = s.load("image"), s.load("text")
@@ -27,7 +33,7 @@ def test_identity_analysis_matches_numpy(small_store: Path, tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_features"] == 16 and summary["n_alive"] == 16 and summary["n_pairs"] == 50
     counts = {g: v["count"] for g, v in summary["groups"].items()}
-    assert sum(counts.values()) == 16
+    assert sum(counts.values()) == 16 and counts["undetermined"] == counts["rare"] == 0
     mu, sd = mds.mean(), mds.std()
     assert counts["ImgD"] == int((mds > mu + sd).sum())
     assert counts["TextD"] == int((mds < mu - sd).sum())
@@ -52,19 +58,18 @@ def test_dimension_mismatch_is_a_clear_error(small_store: Path, tmp_path: Path):
         analyze(small_store, IdentityMap(4), tmp_path / "a", device="cpu", progress=False)
 
 
-def test_test_rule_and_bootstrap_columns(small_store: Path, tmp_path: Path):
+def test_test_rule_and_interval_columns(small_store: Path, tmp_path: Path):
     out = analyze(
         small_store,
         IdentityMap(8),
         tmp_path / "a",
         rule="test",
         permutations=200,
-        bootstrap=30,
         device="cpu",
         progress=False,
     )
     table = read_feature_table(out / "features.csv")
-    assert {"q_value", "mds_ci_low", "mds_ci_high", "stability"} <= set(table)
+    assert {"q_value", "mds_ci_low", "mds_ci_high", "confidence"} <= set(table)
     ok = np.isfinite(table["mds"])
     assert (table["mds_ci_low"][ok] <= table["mds"][ok] + 1e-6).all()
     assert (table["mds_ci_high"][ok] >= table["mds"][ok] - 1e-6).all()

@@ -12,13 +12,12 @@ from monoscope.featuremaps.identity import IdentityMap
 
 def test_compare_two_maps(small_store: Path, tmp_path: Path):
     a = analyze(
-        small_store, IdentityMap(8), tmp_path / "a", bootstrap=0, device="cpu", progress=False
+        small_store, IdentityMap(8), tmp_path / "a", device="cpu", progress=False
     )
     b = analyze(
         small_store,
         IdentityMap(8, mode="abs"),
         tmp_path / "b",
-        bootstrap=0,
         device="cpu",
         progress=False,
     )

@@ -32,7 +32,7 @@ def artefacts(tmp_path_factory) -> dict[str, Path]:
         progress=False,
     )
     fmap = train_featuremap(store, "identity", root / "fmap", device="cpu", progress=False)
-    analysis = analyze(store, fmap, root / "analysis", bootstrap=0, device="cpu", progress=False)
+    analysis = analyze(store, fmap, root / "analysis", device="cpu", progress=False)
     return {"store": store, "featuremap": fmap, "analysis": analysis}
 
 

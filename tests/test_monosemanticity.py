@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from monoscope.analysis.evidence import MomentAccumulator
 from monoscope.analysis.monosemanticity import (
-    CorrelationAccumulator,
     MSAccumulator,
     embsim,
     mean_ci,
@@ -80,11 +80,11 @@ def test_cross_modal_correlation_matches_numpy():
     rng = np.random.default_rng(3)
     x = rng.random((50, 3)).astype(np.float32)
     y = (0.5 * x + rng.random((50, 3)) * np.array([0.1, 1.0, 10.0])).astype(np.float32)
-    acc = CorrelationAccumulator(3)
+    acc = MomentAccumulator(3)
     for lo in range(0, 50, 7):
         acc.update(torch.from_numpy(x[lo : lo + 7]), torch.from_numpy(y[lo : lo + 7]))
     ref = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(3)]
-    np.testing.assert_allclose(acc.correlation(), ref, rtol=1e-5)  # float32 batch sums
+    np.testing.assert_allclose(acc.result().correlation, ref, rtol=1e-5)  # float32 batch sums
 
 
 def test_win_rate_matches_pairwise_oracle_with_ties():

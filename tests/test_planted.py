@@ -1,23 +1,29 @@
-"""Planted ground truth: the generator's structure, the scores, and a reduced benchmark."""
+"""Planted ground truth: the generator's structure and geometry, the scores, and a reduced
+benchmark."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from monoscope.analysis.planted import (
-    PlantedTruth,
+    PROFILES,
+    PlantedWorld,
+    geometry,
     macro_f1,
     make_planted,
+    match_atoms,
+    matched_f1,
     run_planted_benchmark,
     score_featuremap,
 )
 from monoscope.featuremaps.identity import IdentityMap
 
 
-def test_generator_structure():
+def test_easy_generator_structure():
     image, text, truth = make_planted(dim=16, n_atoms=40, n_pairs=3000, seed=0, normalize=False)
     assert image.shape == text.shape == (3000, 16) and image.dtype == np.float32
     assert np.allclose(np.linalg.norm(truth.atoms, axis=1), 1)
@@ -27,7 +33,7 @@ def test_generator_structure():
     assert not truth.codes_text[:, img_only].any() and not truth.codes_image[:, txt_only].any()
     assert truth.codes_image[:, img_only].any() and truth.codes_text[:, txt_only].any()
     on_i, on_t = truth.codes_image[:, shared] > 0, truth.codes_text[:, shared] > 0
-    assert np.array_equal(on_i, on_t)  # shared atoms fire in both modalities of a pair
+    assert np.array_equal(on_i, on_t)  # balanced atoms fire in both modalities of a pair
     corr = np.corrcoef(
         np.log(truth.codes_image[:, shared][on_i]), np.log(truth.codes_text[:, shared][on_t])
     )[0, 1]
@@ -43,6 +49,31 @@ def test_generator_structure():
     assert np.allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5)
 
 
+def test_clip_profile_matches_published_clip_geometry():
+    image, text, truth = make_planted(dim=128, n_pairs=20000, profile="clip")
+    g = geometry(image, text)
+    assert g["matched_cosine"] == pytest.approx(0.3, abs=0.05)  # CLIP ViT-B/32: about 0.3
+    assert g["centroid_distance"] == pytest.approx(0.82, abs=0.06)  # Liang et al. 2022: 0.82
+    assert 0.4 < g["cone_image"] < 0.7 and 0.4 < g["cone_text"] < 0.7
+    assert g["unmatched_cosine"] < g["matched_cosine"]
+    # continuous preferences with mass near both thresholds, and heavy-tailed rates
+    pref = truth.preference
+    assert ((pref > 0.15) & (pref < 0.35)).sum() >= 10 and (
+        (pref > 0.65) & (pref < 0.85)
+    ).sum() >= 10
+    assert truth.rate.max() / truth.rate.min() > 100
+    # an atom's true MDS is its preference: the share of its activation mass on images
+    mass_i, mass_t = truth.codes_image.sum(0), truth.codes_text.sum(0)
+    well = truth.rate * 20000 > 500
+    np.testing.assert_allclose(mass_i[well] / (mass_i + mass_t)[well], pref[well], atol=0.05)
+
+
+def test_null_profile_is_balanced():
+    _, _, truth = make_planted(dim=32, n_atoms=64, n_pairs=100, profile="null")
+    assert (truth.preference == 0.5).all() and (truth.groups == "CrossD").all()
+    assert PROFILES["null"].gap == PROFILES["clip"].gap
+
+
 def test_macro_f1_hand_computed():
     truth = np.array(["ImgD", "ImgD", "TextD", "CrossD"])
     pred = np.array(["ImgD", "CrossD", "TextD", "CrossD"])
@@ -51,24 +82,39 @@ def test_macro_f1_hand_computed():
     assert macro_f1(truth, np.array(["dead"] * 4)) == 0
 
 
+def test_one_to_one_matching_and_matched_f1_by_hand():
+    cos = np.array([[0.9, 0.8, 0.1], [0.85, 0.2, 0.1], [0.1, 0.1, 0.3]])
+    # atom 0 would prefer feature 0, but atom 1 needs it more: the optimum is 0->1, 1->0;
+    # atom 2 is matched to no feature (cosine 0.3 < 0.7)
+    match = match_atoms(cos, np.ones(3, bool))
+    assert match.tolist() == [1, 0, -1]
+    truth = np.array(["ImgD", "TextD", "CrossD"])
+    verdicts = np.array(["TextD", "ImgD", "ImgD"])  # feature 2 is spurious and claims ImgD
+    # ImgD: tp 1 (atom 0 via feature 1), fp 1 (spurious feature 2) -> 2/3; TextD: tp 1 -> 1;
+    # CrossD: fn 1 -> 0
+    assert matched_f1(truth, match, verdicts) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    # a tiny map cannot score well: one feature, matched to one atom of three
+    assert matched_f1(truth, np.array([0, -1, -1]), np.array(["ImgD"])) == pytest.approx(1 / 3)
+
+
 def test_scores_of_a_map_built_from_the_truth():
-    """A map whose directions are the atoms scores mmcs 1; identity scores far lower."""
+    """A map whose directions are the atoms recovers them, with every verdict right."""
     d = 8
-    atoms = np.eye(d)[:6]
-    groups = np.array(["CrossD", "CrossD", "ImgD", "ImgD", "TextD", "TextD"])
-    truth = PlantedTruth(atoms, groups, np.zeros(d), np.zeros((1, 6)), np.zeros((1, 6)))
-    rng = np.random.default_rng(0)
-    codes_i = rng.random((200, 6)) * np.array([1, 1, 1, 1, 0, 0])
-    codes_t = rng.random((200, 6)) * np.array([1, 1, 0, 0, 1, 1])
-    image, text = (codes_i @ atoms).astype(np.float32), (codes_t @ atoms).astype(np.float32)
-    scores = score_featuremap(IdentityMap(d), image, text, truth)  # axes == atoms here
-    assert scores["atom_recovery_mmcs"] == pytest.approx(1)
-    assert scores["group_macro_f1"] == pytest.approx(1)
-    # the modality-specific atoms fire in one modality only: every rule recovers the groups,
-    # including the sign-flip test (200 pairs give tiny p-values)
-    assert scores["group_macro_f1_by_rule"] == pytest.approx(
-        {"std": 1.0, "fixed": 1.0, "quantile": 1.0, "test": 1.0}
+    world = PlantedWorld(
+        replace(PROFILES["easy"], gap=0.0, noise=0.0, normalize=False),
+        np.eye(d)[:6],
+        np.array([0.5, 0.5, 1.0, 1.0, 0.0, 0.0]),
+        np.full(6, 0.3),
+        np.eye(d)[7],
+        np.eye(d)[6],
     )
+    scores = score_featuremap(IdentityMap(d), world, n_pairs=2000, replicates=2)
+    assert scores["atom_recovery_mmcs"] == pytest.approx(1)
+    assert scores["atoms_matched"] == 6
+    evidence = scores["rules"]["evidence"]
+    assert evidence["macro_f1"] == pytest.approx(1)
+    assert evidence["share_error"] < 0.05
+    assert evidence["mds_ci_coverage"] is None or evidence["mds_ci_coverage"] >= 0.9
 
 
 def test_reduced_benchmark_meets_targets(tmp_path):
@@ -78,16 +124,22 @@ def test_reduced_benchmark_meets_targets(tmp_path):
         dim=64,
         atoms=128,
         n_pairs=6000,
-        methods=["identity", "sae-topk", "sae-batchtopk"],
+        methods=["identity", "sae-topk"],
+        profile="easy",
+        replicates=2,
         steps=400,
         batch_size=512,
     )
     saved = json.loads((tmp_path / "planted.json").read_text())
     assert saved["methods"].keys() == report["methods"].keys()
+    assert saved["profile"] == "easy" and saved["default_rule"] == "evidence"
     assert saved["settings"]["dim"] == 64
     scores = report["methods"]
-    for method in ("sae-topk", "sae-batchtopk"):
-        assert scores[method]["atom_recovery_mmcs"] >= 0.9, scores[method]
-        assert scores[method]["group_macro_f1"] >= 0.9, scores[method]
+    topk = scores["sae-topk"]
+    assert topk["atom_recovery_mmcs"] >= 0.9, topk
+    for rule in ("evidence", "std", "fixed", "quantile", "test"):
+        entry = topk["rules"][rule]
+        assert {"macro_f1", "share_error", "mds_ci_coverage", "count_ci_coverage"} <= set(entry)
+    assert topk["rules"]["evidence"]["macro_f1"] >= 0.9, topk
     assert scores["identity"]["atom_recovery_mmcs"] < 0.7
-    assert scores["identity"]["group_macro_f1"] < 0.7
+    assert scores["identity"]["rules"]["evidence"]["macro_f1"] < 0.7

@@ -374,15 +374,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             device="cpu", progress=False,
         )  # fmt: skip
         common = {"device": "cpu", "progress": False}
-        analysis = analyze(store, fmap, root / "analysis", bootstrap=100, null_sets=200, **common)
+        analysis = analyze(store, fmap, root / "analysis", null_sets=200, **common)
         word_drivers(Store(store), load_featuremap(fmap), analysis, enc, top_features=8)
         ablate(
             store, fmap, root / "ablation", analysis=analysis, model=enc, control_seeds=2, **common
         )
         ident = train_featuremap(store, "identity", root / "identity", **common)
-        other = analyze(
-            store, ident, root / "identity-analysis", bootstrap=0, null_sets=100, **common
-        )
+        other = analyze(store, ident, root / "identity-analysis", null_sets=100, **common)
         compare([analysis, other], root / "compare", names=["SAE top-k", "raw dims"])
     finally:
         torch.set_num_threads(threads)
@@ -521,7 +519,11 @@ def test_browser_default_view(run: Path, run_report: Path, tmp_path: Path) -> No
     cards = _cards(dom)
     assert len(cards) == min(48, n) == int(_attr(dom, 'div class="cards"', "data-shown"))
     assert int(_attr(dom, 'div class="cards"', "data-matching")) == n
-    assert {g for _, g in cards} == set(GROUPS)  # the default sort interleaves the groups
+    shown = [g for _, g in cards]
+    assert set(GROUPS) <= set(shown)  # the default sort interleaves the groups
+    # well-supported features first: no verdict after an undetermined or rare card
+    weak = [i for i, g in enumerate(shown) if g not in GROUPS]
+    assert not weak or all(g not in GROUPS for g in shown[weak[0] :])
     assert re.search(r'<img src="data:image/webp;base64,[^"]+" width="64" height="64" alt="', dom)
     assert float(_attr(dom, 'div class="cards"', "data-render-ms")) < 2000
     options = re.findall(r'<option value="(\w+)"', dom)

@@ -34,7 +34,7 @@ def test_lexicon_classes():
 
 def test_word_drivers_matches_direct_occlusion(small_store: Path, tmp_path: Path):
     fmap = IdentityMap(8)
-    analysis = analyze(small_store, fmap, tmp_path / "a", bootstrap=0, device="cpu", progress=False)
+    analysis = analyze(small_store, fmap, tmp_path / "a", device="cpu", progress=False)
     store = Store(small_store)
     word_drivers(
         store,

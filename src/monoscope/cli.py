@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,37 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
     ]
 
 
+def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {what} (got {text})")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
+def _open_unit(text: str) -> float:
+    return _number(text, lambda v: 0 < v < 1, "in (0, 1)")
+
+
+def _open_half(text: str) -> float:
+    return _number(text, lambda v: 0 < v < 0.5, "in (0, 0.5)")
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, lambda v: v >= 0, "non-negative")
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, lambda v: v >= 1 and v == int(v), "a positive integer")
+    return int(value)
+
+
 def _add_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="score MDS, group features, find top samples", **_fmt)
     p.add_argument("--store", required=True, type=Path)
@@ -153,21 +185,43 @@ def _add_analyze(sub: Any) -> None:
     )
     p.add_argument(
         "--rule",
-        default="std",
-        choices=("std", "fixed", "quantile"),
-        help="grouping rule: mean±std of MDS, fixed thresholds, or quantiles",
+        default="evidence",
+        choices=("evidence", "std", "fixed", "quantile", "test"),
+        help="verdict rule: evidence (each feature's own interval vs --low/--high, with FDR "
+        "control; undetermined and rare features get no group), std (the paper's mean ± std), "
+        "fixed thresholds, quantiles, or a sign-flip test",
     )
-    p.add_argument("--low", type=float, default=0.25, help="TextD below this (rule fixed)")
-    p.add_argument("--high", type=float, default=0.75, help="ImgD above this (rule fixed)")
-    p.add_argument("--quantile", type=float, default=0.2, help="tail share (rule quantile)")
-    p.add_argument("--fdr", type=float, default=0.05, help="FDR level (rule test)")
     p.add_argument(
-        "--min-effect", type=float, default=0.1, help="least |MDS - 0.5| for ImgD/TextD (rule test)"
+        "--low", type=_unit_interval, default=0.25, help="TextD below this MDS (evidence, fixed)"
     )
-    p.add_argument("--permutations", type=int, default=1000, help="sign flips (rule test)")
     p.add_argument(
-        "--bootstrap", type=int, default=200, help="Poisson bootstrap replicates for CIs (0: none)"
+        "--high", type=_unit_interval, default=0.75, help="ImgD above this MDS (evidence, fixed)"
     )
+    p.add_argument(
+        "--quantile", type=_open_half, default=0.2, help="tail share, in (0, 0.5) (quantile)"
+    )
+    p.add_argument(
+        "--fdr", type=_open_unit, default=0.05, help="false-claim rate, in (0, 1) (evidence, test)"
+    )
+    p.add_argument(
+        "--min-firings",
+        type=_positive_int,
+        default=10,
+        help="pairs a feature must fire on to get a verdict; fewer: rare (evidence)",
+    )
+    p.add_argument(
+        "--pseudo-firings",
+        type=_non_negative,
+        default=0.5,
+        help="pseudo-pairs per modality added to each feature's interval (evidence intervals)",
+    )
+    p.add_argument(
+        "--min-effect",
+        type=_open_half,
+        default=0.1,
+        help="least |MDS - 0.5| for ImgD/TextD, in (0, 0.5) (test)",
+    )
+    p.add_argument("--permutations", type=_positive_int, default=1000, help="sign flips (test)")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument(
         "--words",
@@ -193,9 +247,10 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         high=a.high,
         quantile=a.quantile,
         fdr=a.fdr,
+        min_firings=a.min_firings,
+        pseudo_firings=a.pseudo_firings,
         min_effect=a.min_effect,
         permutations=a.permutations,
-        bootstrap=a.bootstrap,
         batch_size=a.batch_size,
         device=a.device,
         seed=a.seed,
@@ -284,31 +339,46 @@ def _run_compare(a: argparse.Namespace) -> list[Path]:
 def _add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="benchmarks with known answers", **_fmt)
     bsub = p.add_subparsers(dest="bench_cmd", required=True)
-    b = bsub.add_parser("planted", help="train each method on planted ground truth", **_fmt)
-    b.add_argument("--out", required=True, type=Path)
-    b.add_argument("--dim", type=int, default=64)
-    b.add_argument("--atoms", type=int, default=256)
-    b.add_argument("--n-pairs", type=int, default=20000)
-    b.add_argument("--methods", nargs="+", help="(default: all)")
-    b.add_argument("--steps", type=int, default=1500)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--quiet", action="store_true")
+    b = bsub.add_parser(
+        "planted", help="train each method on planted ground truth and score every rule", **_fmt
+    )
+    b.add_argument("--out", required=True, type=Path, help="benchmark directory")
+    b.add_argument(
+        "--profile",
+        default="clip",
+        choices=("easy", "clip", "null"),
+        help="easy: MDS exactly 0, 1/2, 1; clip: CLIP-like geometry, continuous preferences, "
+        "heavy-tailed frequencies; null: clip geometry, every atom balanced",
+    )
+    b.add_argument(
+        "--replicates", type=_positive_int, default=5, help="fresh datasets each map is scored on"
+    )
+    b.add_argument("--dim", type=_positive_int, help="embedding dimension (default: the profile's)")
+    b.add_argument("--atoms", type=_positive_int, default=256, help="planted atoms")
+    b.add_argument("--n-pairs", type=_positive_int, default=20000, help="pairs per dataset")
+    b.add_argument("--methods", nargs="+", help="feature maps to train (default: all)")
+    b.add_argument("--steps", type=_positive_int, default=1500, help="training steps per map")
+    b.add_argument("--seed", type=int, default=0, help="random seed")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(run=_run_planted)
 
 
 def _run_planted(a: argparse.Namespace) -> list[Path]:
-    from .analysis.planted import DEFAULT_METHODS, run_planted_benchmark
+    from .analysis.planted import DEFAULT_METHODS, format_table, run_planted_benchmark
 
-    run_planted_benchmark(
+    report = run_planted_benchmark(
         a.out,
         seed=a.seed,
         dim=a.dim,
         atoms=a.atoms,
         n_pairs=a.n_pairs,
         methods=a.methods or DEFAULT_METHODS,
+        profile=a.profile,
+        replicates=a.replicates,
         steps=a.steps,
         progress=not a.quiet,
     )
+    print(format_table(report))
     return [a.out / "planted.json"]
 
 

@@ -97,7 +97,7 @@ def run_demo(
         bmap = stage(f"{name} map", lambda n=name, w=where, o=opts: train(n, w / "featuremap", **o))
         baselines[name] = stage(
             f"{name} analysis",
-            lambda m=bmap, w=where: analyze(store, m, w / "analysis", bootstrap=0, **common),
+            lambda m=bmap, w=where: analyze(store, m, w / "analysis", **common),
         )
     comparison = stage(
         "compare", lambda: compare(list(baselines.values()), out / "compare", names=list(baselines))

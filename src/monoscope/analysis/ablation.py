@@ -5,6 +5,9 @@ removing random feature sets of the same size.
 Maps with a decoder remove the group's contribution and keep the reconstruction error,
 x' = x - (decode(z) - decode(z with the group zeroed)), so an empty removal is exact. Maps
 without a decoder (NCL) are evaluated in feature space: the codes themselves are compared.
+Only features with a confident verdict are removed with a group; ``undetermined`` and ``rare``
+features stay (their numbers are recorded under ``left_out``), and random controls are drawn
+from all alive features.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import torch
 from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
+from ..featuremaps.metrics import retrieval_ranks
 from ..store import Store
 from .analyze import analyze, read_feature_table
+from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
 from .monosemanticity import unit_rows
 
@@ -45,14 +50,10 @@ def remove_features(
 
 
 def retrieval_hits(img: torch.Tensor, txt: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict:
-    """Per-query hits of image->text and text->image retrieval over all pairs (row i <-> i).
-
-    A query's rank is the number of candidates scored strictly above its own pair.
-    """
-    sim = unit_rows(img) @ unit_rows(txt).T
-    diag = sim.diagonal()
-    rank_i2t = (sim > diag[:, None]).sum(1)  # texts scored above the paired one
-    rank_t2i = (sim > diag[None, :]).sum(0)
+    """Per-query hits of image->text and text->image retrieval over all pairs (row i <-> i):
+    a hit at k when fewer than k other candidates score at least as high as the own pair (ties
+    are misses; :func:`monoscope.featuremaps.metrics.retrieval_ranks`)."""
+    rank_i2t, rank_t2i = retrieval_ranks(img, txt)
     out = {}
     for k in ks:
         out[f"i2t@{k}"] = (rank_i2t < k).numpy()
@@ -118,7 +119,6 @@ def ablate(
             store_obj,
             featuremap,
             out / "analysis",
-            bootstrap=0,
             seed=seed,
             device=device,
             progress=progress,
@@ -188,6 +188,7 @@ def ablate(
                     "drop_ci": ci,
                 }
         result["removals"][g] = removal
+    result["left_out"] = {v: int((groups == v).sum()) for v in (UNDETERMINED, RARE)}
     result["settings"] = {
         "store": str(Path(store).resolve()),
         "featuremap": str(Path(featuremap).resolve()),

@@ -1,8 +1,9 @@
 """The analyze stage: one streaming pass over a store through a feature map.
 
 The pass feeds every batch of paired activations (and the embeddings they came from) to a set
-of accumulators: per-modality sums and top-m heaps, MDS ratio sums, the Poisson bootstrap, the
-sign-flip test, the MonoSemanticity sums and the cross-modal correlation. Memory is
+of accumulators: per-modality top-m heaps, the pair moments (sums, squares, image x text
+products, firing counts) behind MDS, its intervals and the cross-modal correlation, MDS ratio
+sums, the sign-flip test and the MonoSemanticity sums. Memory is
 O(K * (m + B + d)), independent of the number of pairs.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,9 +33,32 @@ from .._util import (
 )
 from ..featuremaps import FeatureMap, load_featuremap
 from ..store import Store
-from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
+from .evidence import (
+    DEAD,
+    MIN_FIRINGS,
+    PSEUDO_FIRINGS,
+    RARE,
+    UNDETERMINED,
+    Evidence,
+    MomentAccumulator,
+    evidence,
+    evidence_verdicts,
+    expected_counts,
+)
+from .mds import (
+    ALL_RULES,
+    DEFAULT_RULE,
+    DEFINITIONS,
+    GROUPS,
+    Grouping,
+    alive_mask,
+    check_thresholds,
+    group_features,
+    is_bimodal,
+    modality_dominance,
+    unit_scale,
+)
 from .monosemanticity import (
-    CorrelationAccumulator,
     MSAccumulator,
     embsim,
     mean_ci,
@@ -42,13 +67,7 @@ from .monosemanticity import (
 )
 from .naming import feature_names
 from .stats import FeatureStats, RatioStats
-from .uncertainty import (
-    PoissonBootstrap,
-    SignFlipTest,
-    benjamini_hochberg,
-    group_by_test,
-    summarise_bootstrap,
-)
+from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
 
 M_SWEEP = (5, 10, 20, 50)
 
@@ -108,32 +127,45 @@ def analyze(
     *,
     top_m: int = 20,
     definition: str = "ratio-of-means",
-    rule: str = "std",
+    rule: str = DEFAULT_RULE,
     low: float = 0.25,
     high: float = 0.75,
     quantile: float = 0.2,
     fdr: float = 0.05,
+    min_firings: int = MIN_FIRINGS,
+    pseudo_firings: float = PSEUDO_FIRINGS,
     min_effect: float = 0.1,
     permutations: int = 1000,
-    bootstrap: int = 200,
     null_sets: int = 1000,
     batch_size: int = 4096,
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Score every feature's MDS, group the features, find their top-m samples and measure
-    their monosemanticity.
+    """Score every feature's MDS with a 95% interval, give each a verdict, find their top-m
+    samples and measure their monosemanticity.
 
-    ``rule`` is one of ``std`` (default), ``fixed``, ``quantile`` or ``test`` (sign-flip
-    permutation test with BH FDR ``fdr`` and an MDS effect floor ``min_effect``). With
-    ``bootstrap`` > 0, a Poisson bootstrap over pairs gives 95% CIs of MDS and group sizes and
-    each feature's group stability. EmbSim uses the store's own embeddings as the evaluator and
-    ``null_sets`` random m-sets as its null. Writes ``features.csv``, ``summary.json`` and
-    ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest activations, sorted).
+    ``rule``: ``evidence`` (default: ImgD / TextD / CrossD when the feature's own evidence puts
+    its MDS above ``high`` / below ``low`` / between them, Benjamini-Hochberg at ``fdr``;
+    ``undetermined`` when it does not; ``rare`` below ``min_firings`` firing pairs), or the
+    point-estimate rules ``std`` (the paper's), ``fixed``, ``quantile``, or ``test`` (sign-flip
+    permutation test with BH FDR ``fdr`` and an MDS effect floor ``min_effect``). Intervals are
+    Fieller intervals with ``pseudo_firings`` pseudo-pairs per modality
+    (:mod:`monoscope.analysis.evidence`). EmbSim uses the store's own embeddings as the
+    evaluator and ``null_sets`` random m-sets as its null. Writes ``features.csv``,
+    ``summary.json`` and ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest
+    activations, sorted).
     """
-    if rule not in (*RULES, "test"):
-        raise MonoscopeError(f"unknown grouping rule {rule!r}")
+    if rule not in ALL_RULES:
+        raise MonoscopeError(
+            f"unknown grouping rule {rule!r}; expected one of {', '.join(ALL_RULES)}"
+        )
+    if definition not in DEFINITIONS:
+        raise MonoscopeError(f"unknown MDS definition {definition!r}")
+    try:
+        check_thresholds(low, high)
+    except ValueError as e:
+        raise MonoscopeError(str(e)) from None
     device = resolve_device(device)
     store = store if isinstance(store, Store) else Store(store)
     fmap_path = None
@@ -143,8 +175,7 @@ def analyze(
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
     img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
     ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
-    corr = CorrelationAccumulator(k)
-    boot = PoissonBootstrap(k, bootstrap, seed) if bootstrap > 0 else None
+    moments_acc = MomentAccumulator(k)
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
     consumers: list[Callable[[Batch], None]] = [
         lambda b: img.update(b.a_img, b.start),
@@ -153,40 +184,57 @@ def analyze(
         lambda b: ms_txt.update(b.a_txt, b.x_txt),
         *(
             partial(lambda acc, b: acc.update(b.a_img, b.a_txt), acc)
-            for acc in (ratios, corr, boot, test)
+            for acc in (moments_acc, ratios, test)
             if acc is not None
         ),
     ]
     stream(store, featuremap, consumers, batch_size=batch_size, device=device, progress=progress)
 
-    mu_img, mu_txt = img.mean, txt.mean
+    moments = moments_acc.result()
+    n = max(moments.n, 1)
+    mu_img, mu_txt = moments.sum_img / n, moments.sum_txt / n
     alive = alive_mask(mu_img, mu_txt)
     if not alive.any():
         raise MonoscopeError("no feature is active on this store: nothing to analyse")
     mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean)
+    ev = evidence(moments, low, high, prior=pseudo_firings)
+    to_def = (lambda r: 2 * r - 1) if definition == "signed" else (lambda r: r)
     columns: dict[str, np.ndarray] = {
         "feature": np.arange(k),
         "alive": alive.astype(int),
         "mu_img": mu_img,
         "mu_txt": mu_txt,
         "mds": mds,
+        "mds_ci_low": to_def(ev.ci_low),
+        "mds_ci_high": to_def(ev.ci_high),
     }
-    if test is not None:
-        q = benjamini_hochberg(np.where(alive, test.p_values(), np.nan))
-        grouping = group_by_test(mds, q, fdr, min_effect, signed=definition == "signed")
+    grouping, q = _group(
+        rule,
+        unit_scale(mds, definition),
+        ev,
+        test,
+        low,
+        high,
+        quantile,
+        fdr,
+        min_firings,
+        min_effect,
+        definition,
+    )
+    if rule != "evidence":
+        ev = evidence(moments, grouping.low, grouping.high, prior=pseudo_firings)
+    columns.update(p_img=ev.p_img, p_txt=ev.p_txt)
+    if q is not None:
         columns["q_value"] = q
-    else:
-        grouping = group_features(mds, rule, low=low, high=high, quantile=quantile)
     columns["group"] = grouping.groups
-    groups: dict[str, Any] = {g: {"count": c} for g, c in grouping.counts().items()}
-    if boot is not None:
-        b = summarise_bootstrap(boot, grouping, mds, definition, quantile=quantile)
-        columns.update(mds_ci_low=b.mds_low, mds_ci_high=b.mds_high, stability=b.stability)
-        for g in groups:
-            groups[g]["ci"] = list(b.group_ci[g])
-            members = b.stability[grouping.groups == g]
-            groups[g]["mean_stability"] = float(members.mean()) if members.size else None
-    columns.update(freq_img=img.frequency, freq_txt=txt.frequency)
+    columns["confidence"] = _confidence(ev, grouping.groups)
+    columns.update(
+        fired_img=moments.fired_img,
+        fired_txt=moments.fired_txt,
+        freq_img=moments.fired_img / n,
+        freq_txt=moments.fired_txt / n,
+    )
+    groups = _verdict_summary(ev, grouping, alive)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,12 +248,13 @@ def analyze(
     )
     columns.update(mono)
     columns["name"] = feature_names(store, tops["image"][0], tops["text"][0], grouping.groups)
-    columns.update(ms_img=ms_img.scores(), ms_txt=ms_txt.scores(), xcorr=corr.correlation())
+    columns.update(ms_img=ms_img.scores(), ms_txt=ms_txt.scores(), xcorr=moments.correlation)
     for name in ("ms_img", "ms_txt", "xcorr"):
         mono_summary[name] = _per_group(columns[name], grouping.groups, seed)
     write_feature_table(out / "features.csv", columns)
     alive_mds = mds[alive]
     summary: dict[str, Any] = {
+        "format_version": 2,
         "n_features": int(k),
         "n_alive": int(alive.sum()),
         "n_pairs": store.count,
@@ -213,10 +262,22 @@ def analyze(
             "definition": definition,
             "mean": float(alive_mds.mean()),
             "std": float(alive_mds.std()),
+            "bimodal": is_bimodal(unit_scale(alive_mds, definition)),
         },
-        "grouping": {"rule": grouping.rule, "low": grouping.low, "high": grouping.high},
+        "grouping": {
+            "rule": grouping.rule,
+            "low": grouping.low,
+            "high": grouping.high,
+            "description": describe_rule(grouping, fdr, min_firings, min_effect),
+        },
         "groups": groups,
-        "bootstrap": {"replicates": bootstrap, "kind": "poisson", "level": 0.95},
+        "intervals": {
+            "method": "fieller",
+            "level": 0.95,
+            "pseudo_firings": pseudo_firings,
+            "of": "ratio-of-means MDS" + (" (as signed MDS)" if definition == "signed" else ""),
+        },
+        "warnings": _warnings(grouping, groups, alive),
         "metrics": mono_summary,
         "top_m": top_m,
         "top_kept": keep,
@@ -229,12 +290,109 @@ def analyze(
         "seed": seed,
         "versions": versions(),
     }
-    if rule == "test":
+    if rule == "evidence":
+        summary["grouping"].update(fdr=fdr, min_firings=min_firings)
+    elif rule == "test":
         summary["grouping"].update(fdr=fdr, min_effect=min_effect, permutations=permutations)
+    elif rule == "quantile":
+        summary["grouping"]["quantile"] = quantile
     if fmap_path and (fmap_path / "metrics.json").is_file():
         summary["featuremap_metrics"] = read_json(fmap_path / "metrics.json")
+    for note in summary["warnings"]:
+        warnings.warn(note, stacklevel=2)
     write_json(out / "summary.json", summary)
     return out
+
+
+def _group(
+    rule: str,
+    mds01: np.ndarray,
+    ev: Evidence,
+    test: SignFlipTest | None,
+    low: float,
+    high: float,
+    quantile: float,
+    fdr: float,
+    min_firings: int,
+    min_effect: float,
+    definition: str,
+) -> tuple[Grouping, np.ndarray | None]:
+    """The grouping of ``rule`` and its q-values (evidence and test rules)."""
+    if rule == "evidence":
+        v = evidence_verdicts(ev, low, high, fdr=fdr, min_firings=min_firings)
+        return Grouping(v.verdicts, "evidence", low, high), v.q_values
+    if rule == "test":
+        assert test is not None
+        q = benjamini_hochberg(np.where(np.isfinite(mds01), test.p_values(), np.nan))
+        return group_by_test(mds01, q, fdr, min_effect), q
+    try:
+        return group_features(mds01, rule, low=low, high=high, quantile=quantile, warn=False), None
+    except ValueError as e:
+        raise MonoscopeError(str(e)) from None
+
+
+def _confidence(ev: Evidence, groups: np.ndarray) -> np.ndarray:
+    """The confidence that each feature's MDS lies in its group's region (for features with no
+    confident group: in its most likely region)."""
+    probs = ev.region_probs()
+    stacked = np.stack([probs[g] for g in GROUPS])
+    out = np.nanmax(np.where(np.isfinite(stacked), stacked, -np.inf), axis=0)
+    for i, g in enumerate(GROUPS):
+        out = np.where(groups == g, stacked[i], out)
+    return np.where(groups == DEAD, np.nan, out)
+
+
+def _verdict_summary(ev: Evidence, grouping: Grouping, alive: np.ndarray) -> dict[str, Any]:
+    """Per group: confident verdicts (``count``) and the estimated number of alive features
+    whose MDS lies in the group's region (``estimate`` with a 95% ``ci``); counts of
+    ``undetermined`` and ``rare`` features."""
+    estimated = expected_counts(ev, mask=alive)
+    out: dict[str, Any] = {}
+    for g in GROUPS:
+        out[g] = {"count": int((grouping.groups == g).sum()), **estimated[g]}
+    for label in (UNDETERMINED, RARE):
+        out[label] = {"count": int((grouping.groups == label).sum())}
+    return out
+
+
+def describe_rule(grouping: Grouping, fdr: float, min_firings: int, min_effect: float) -> str:
+    """The grouping rule in words, with its thresholds."""
+    lo, hi = f"{grouping.low:.3g}", f"{grouping.high:.3g}"
+    if grouping.rule == "evidence":
+        return (
+            f"ImgD when a feature's MDS is shown to exceed {hi}, TextD when shown to be below {lo}, "
+            f"CrossD when shown to lie between them (one-sided Fieller tests, false claims "
+            f"controlled at {fdr:g} by Benjamini-Hochberg); undetermined when the evidence does "
+            f"not decide; rare when the feature fires on fewer than {min_firings} pairs"
+        )
+    if grouping.rule == "test":
+        return (
+            f"ImgD / TextD when the paired sign-flip test is significant at FDR {fdr:g} and MDS is "
+            f"at least {min_effect:g} from 0.5 (beyond {hi} / below {lo}); else CrossD"
+        )
+    how = {
+        "std": "mean +- one std of alive MDS (the paper's rule; relative to the data)",
+        "fixed": "fixed thresholds",
+        "quantile": "quantiles of alive MDS",
+    }[grouping.rule]
+    return f"ImgD when MDS > {hi}, TextD when MDS < {lo}, else CrossD ({how}; point estimates)"
+
+
+def _warnings(grouping: Grouping, groups: dict[str, Any], alive: np.ndarray) -> list[str]:
+    notes = list(grouping.warnings)
+    n_alive = max(int(alive.sum()), 1)
+    rare = groups[RARE]["count"]
+    if rare > n_alive / 2:
+        notes.append(
+            f"{rare} of {n_alive} alive features are rare (fire on too few pairs for a verdict): "
+            "this analysis says little; use more pairs or fewer latents"
+        )
+    if grouping.rule == "evidence" and groups[UNDETERMINED]["count"] > n_alive / 2:
+        notes.append(
+            f"{groups[UNDETERMINED]['count']} of {n_alive} alive features are undetermined: "
+            "the data do not decide most verdicts"
+        )
+    return notes
 
 
 def _per_group(values: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, Any]:

@@ -82,8 +82,13 @@ class MSAccumulator:
     e_n, MS_k = sum_{i != j} a_i a_j <e_i, e_j> / sum_{i != j} a_i a_j
               = (||sum_n a_n e_n||^2 - sum_n a_n^2) / ((sum_n a_n)^2 - sum_n a_n^2).
     Scaling is affine, so the sums of raw activations (A^T E, sum a, sum a^2, sum e, min, max)
-    are all that is kept.
+    are all that is kept, in float64. MS is a weighted mean of cosines, so it lies in [-1, 1];
+    it is NaN for a feature whose scaled activations are nonzero on fewer than two samples or
+    whose pair weight sum_{i != j} a_i a_j is below ``rel_tol`` of (sum_n a_n)^2 (one sample
+    carries almost all the weight, and the difference of sums is rounding).
     """
+
+    rel_tol = 1e-3
 
     def __init__(self, n_features: int, dim: int):
         self.n = 0
@@ -91,22 +96,25 @@ class MSAccumulator:
         self.e = torch.zeros(dim, dtype=torch.float64)
         self.a = torch.zeros(n_features, dtype=torch.float64)
         self.a2 = torch.zeros(n_features, dtype=torch.float64)
+        self.fired = torch.zeros(n_features, dtype=torch.int64)
         self.lo = torch.full((n_features,), torch.inf, dtype=torch.float64)
         self.hi = torch.full((n_features,), -torch.inf, dtype=torch.float64)
 
     def update(self, acts: torch.Tensor, embeddings: np.ndarray | torch.Tensor) -> None:
         e = unit_rows(embeddings)
         a = acts.float()
+        a64 = a.double()
         self.n += a.shape[0]
         self.ae += (a.T @ e).double()
         self.e += e.sum(0).double()
-        self.a += a.sum(0).double()
-        self.a2 += a.square().sum(0).double()
-        self.lo = torch.minimum(self.lo, a.min(0).values.double())
-        self.hi = torch.maximum(self.hi, a.max(0).values.double())
+        self.a += a64.sum(0)
+        self.a2 += a64.square().sum(0)
+        self.fired += (a > 0).sum(0)
+        self.lo = torch.minimum(self.lo, a.amin(0).double())
+        self.hi = torch.maximum(self.hi, a.amax(0).double())
 
     def scores(self) -> np.ndarray:
-        """(K,) MS per feature; NaN where the feature is constant or fires on < 2 samples."""
+        """(K,) MS per feature in [-1, 1]; NaN where it is not defined (see the class)."""
         rng = (self.hi - self.lo).clamp(min=1e-30)
         lo = self.lo
         s_ae = (self.ae - lo[:, None] * self.e[None, :]) / rng[:, None]
@@ -114,8 +122,11 @@ class MSAccumulator:
         s_a2 = (self.a2 - 2 * lo * self.a + self.n * lo**2) / rng**2
         num = (s_ae**2).sum(1) - s_a2
         den = s_a**2 - s_a2
-        ok = (self.hi > self.lo) & (den > 1e-12)
-        return torch.where(ok, num / den.clamp(min=1e-30), torch.nan).numpy()
+        # samples with a scaled activation > 0: those above the minimum
+        above = torch.where(lo > 0, torch.full_like(self.fired, self.n), self.fired)
+        ok = (self.hi > self.lo) & (above >= 2) & (den > self.rel_tol * s_a**2)
+        ms = (num / den.clamp(min=1e-300)).clamp(-1.0, 1.0)
+        return torch.where(ok, ms, torch.nan).numpy()
 
 
 def ms_oracle(acts: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
@@ -133,32 +144,6 @@ def ms_oracle(acts: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         if w.sum() > 1e-12:
             out[k] = (w * sim).sum() / w.sum()
     return out
-
-
-class CorrelationAccumulator:
-    """Pearson correlation over pairs of A^V[:, k] and A^T[:, k], streamed."""
-
-    def __init__(self, n_features: int):
-        self.n = 0
-        z = lambda: torch.zeros(n_features, dtype=torch.float64)  # noqa: E731
-        self.sx, self.sy, self.sxx, self.syy, self.sxy = z(), z(), z(), z(), z()
-
-    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
-        x, y = acts_img.float(), acts_txt.float()
-        self.n += x.shape[0]
-        self.sx += x.sum(0).double()
-        self.sy += y.sum(0).double()
-        self.sxx += x.square().sum(0).double()
-        self.syy += y.square().sum(0).double()
-        self.sxy += (x * y).sum(0).double()
-
-    def correlation(self) -> np.ndarray:
-        n = max(self.n, 1)
-        cov = self.sxy / n - self.sx * self.sy / n**2
-        vx = self.sxx / n - (self.sx / n) ** 2
-        vy = self.syy / n - (self.sy / n) ** 2
-        den = (vx * vy).clamp(min=0).sqrt()
-        return torch.where(den > 1e-15, cov / den.clamp(min=1e-30), torch.nan).numpy()
 
 
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:

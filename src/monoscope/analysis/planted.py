@@ -1,43 +1,58 @@
-"""Planted ground truth (METHOD.md §5): synthetic paired embeddings with known features.
+"""Planted ground truth (METHOD.md §5): synthetic paired embeddings with known answers.
 
-:func:`make_planted` draws a dictionary of unit atoms in R^d split into shared atoms (CrossD:
-active in both modalities of a pair, with correlated magnitudes), image-only (ImgD) and
-text-only (TextD) atoms; every pair gets sparse codes, the image embedding adds +offset/2 and the
-text embedding -offset/2 (the modality gap), plus Gaussian noise, and both are L2-normalised by
-default (as stored CLIP embeddings are).
+A :class:`PlantedWorld` is a dictionary of unit atoms in R^d, each with a true modality
+preference p (its MDS: the share of its expected activation mass on images) and a firing rate.
+On every pair, atom j has an event with probability rate_j; the event shows on the image with
+probability pi_img = p / max(p, 1 - p) and on the text with pi_txt = (1 - p) / max(p, 1 - p),
+both from one uniform draw (so a balanced atom shows on both sides of the pair), with
+log-normal magnitudes correlated between the two sides. Embeddings are the codes times the
+atoms, plus a direction shared by both modalities (the cone), plus or minus half a gap vector
+(the modality gap), plus isotropic noise, L2-normalised.
 
-:func:`score_featuremap` measures how well a trained map recovers the truth:
+Profiles (:data:`PROFILES`):
 
-- ``atom_recovery_mmcs``: mean over true atoms of the max cosine to any learned feature direction
-  (decoder directions; for NCL, which has no decoder, the encoder rows).
-- ``group_macro_f1``: each true atom's best-matched feature is grouped by MDS on the planted
-  pairs (ratio of means, mean +- std rule; :mod:`monoscope.analysis.mds`); macro-F1 of these
-  groups against the atoms' true groups (a dead best match counts as a miss).
+- ``easy``: preferences exactly 0, 1/2 or 1 (a quarter of the atoms image-only, a quarter
+  text-only), equal rates, a small gap, almost no noise.
+- ``clip``: CLIP-like geometry at d = 128, calibrated to CLIP ViT-B/32 statistics: matched
+  image-text cosine about 0.33, distance between the L2-normalised modality centroids about
+  0.84 (Liang et al. 2022 report 0.82 on MSCOCO), each modality in a narrow cone (mean cosine
+  between random embeddings of one modality about 0.55); continuous preferences (20% exactly 1, 20% exactly 0,
+  60% uniform on [0, 1], so that mass lies near every threshold); Zipf(1.2) firing rates (many
+  rare atoms); noise.
+- ``null``: the ``clip`` geometry with every atom balanced (p = 1/2).
 
-:func:`run_planted_benchmark` trains each method on one planted store and writes
-``DIR/planted.json``.
+:func:`run_planted_benchmark` trains each method once, then scores every grouping rule on
+``replicates`` fresh datasets drawn from the same world. The truth a feature's verdict and
+interval are scored against is its *population MDS*: its MDS on a large fresh sample. Scores
+(``methods.<method>``, and per rule ``methods.<method>.rules.<rule>``) are documented in
+docs/method.md.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from .._util import write_json
 from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
 from ..featuremaps.train import METHODS
 from ..store import Store, StoreWriter
-from .mds import GROUPS, group_features, modality_dominance
+from .evidence import PSEUDO_FIRINGS, PairMoments, evidence, evidence_verdicts, expected_counts
+from .mds import GROUPS, RULES, group_features
 from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
 
 DEFAULT_METHODS = METHODS
+MATCH_MIN_COSINE = 0.7  # a learned direction this close to an atom can be matched to it
+COVERAGE_MIN_FIRINGS = 20
+STRATA = ((1, 4), (5, 9), (10, 19), (20, 49), (50, 199), (200, None))
 
 # Settings for the benchmark's short runs (1500 steps at d = 64): the L1 and JumpReLU SAEs need
 # a larger step than the library default to converge in that budget, the L1 coefficient suits
@@ -51,15 +66,127 @@ PLANTED_METHOD_KWARGS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
+class PlantedProfile:
+    """How a planted world is drawn (see the module docstring)."""
+
+    preference: str = "groups"  # groups (0, 1/2, 1) | continuous | balanced
+    shared_fraction: float = 0.5  # groups: share of balanced atoms
+    image_fraction: float = 0.25  # groups: share of image-only atoms
+    zipf: float = 0.0  # firing-rate exponent; 0: equal rates
+    active: float = 8.0  # expected atom events per pair
+    magnitude_sd: float = 0.35
+    magnitude_corr: float = 0.8
+    gap: float = 1.0  # norm of the gap vector between the modality means (before norming)
+    cone: float = 0.0  # norm of the direction shared by both modalities
+    noise: float = 0.02  # norm of the isotropic noise, roughly
+    normalize: bool = True
+    dim: int = 64  # the embedding dimension the profile is calibrated at
+
+
+PROFILES: dict[str, PlantedProfile] = {
+    "easy": PlantedProfile(),
+    "clip": PlantedProfile(
+        preference="continuous", zipf=1.2, gap=1.6, cone=1.3, noise=0.3, dim=128
+    ),
+    "null": PlantedProfile(preference="balanced", zipf=1.2, gap=1.6, cone=1.3, noise=0.3, dim=128),
+}
+
+
+@dataclass(frozen=True)
 class PlantedTruth:
-    """The answers: atoms (n_atoms, d), their groups (ImgD / TextD / CrossD), the modality
-    offset (d,) and the codes (n_pairs, n_atoms) of each modality before noise and norming."""
+    """The answers: atoms (n_atoms, d), their true MDS (``preference``) and groups, firing
+    rates, the gap vector (d,), and the codes (n_pairs, n_atoms) of the drawn pairs."""
 
     atoms: np.ndarray
     groups: np.ndarray
     offset: np.ndarray
     codes_image: np.ndarray = field(repr=False)
     codes_text: np.ndarray = field(repr=False)
+    preference: np.ndarray | None = None
+    rate: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class PlantedWorld:
+    """A planted dictionary and geometry; :meth:`sample` draws paired embeddings from it."""
+
+    profile: PlantedProfile
+    atoms: np.ndarray
+    preference: np.ndarray
+    rate: np.ndarray
+    gap_dir: np.ndarray
+    cone_dir: np.ndarray
+
+    @classmethod
+    def draw(cls, profile: PlantedProfile, dim: int, n_atoms: int, seed: int = 0) -> PlantedWorld:
+        if not 0 <= profile.shared_fraction + profile.image_fraction <= 1:
+            raise ValueError("shared_fraction + image_fraction must lie in [0, 1]")
+        rng = np.random.default_rng([seed, 0])
+        atoms = _unit(rng.standard_normal((n_atoms, dim)))
+        gap_dir = _unit(rng.standard_normal(dim))
+        cone = rng.standard_normal(dim)
+        cone_dir = _unit(cone - (cone @ gap_dir) * gap_dir)
+        if profile.preference == "groups":
+            n_shared = round(n_atoms * profile.shared_fraction)
+            n_image = round(n_atoms * profile.image_fraction)
+            pref = np.r_[
+                np.full(n_shared, 0.5), np.ones(n_image), np.zeros(n_atoms - n_shared - n_image)
+            ]
+        elif profile.preference == "continuous":
+            kind = rng.random(n_atoms)
+            pref = np.where(kind < 0.2, 1.0, np.where(kind < 0.4, 0.0, rng.random(n_atoms)))
+        elif profile.preference == "balanced":
+            pref = np.full(n_atoms, 0.5)
+        else:
+            raise ValueError(f"unknown preference model {profile.preference!r}")
+        if profile.zipf > 0:
+            rate = rng.permutation((np.arange(n_atoms) + 1.0) ** -profile.zipf)
+        elif profile.preference == "groups":  # as many shared as specific events per side
+            rate = np.where(pref == 0.5, 4.0 / max(n_shared, 1), 2.0 / max(n_image, 1))
+        else:
+            rate = np.ones(n_atoms)
+        rate = np.minimum(rate * profile.active / rate.sum(), 1.0)
+        return cls(profile, atoms, pref, rate, gap_dir, cone_dir)
+
+    def groups(self, low: float = 0.25, high: float = 0.75) -> np.ndarray:
+        """Each atom's true group under the thresholds ``low`` / ``high``."""
+        g = np.full(len(self.preference), "CrossD", dtype=object)
+        g[self.preference > high] = "ImgD"
+        g[self.preference < low] = "TextD"
+        return g.astype(str)
+
+    def sample(
+        self, n_pairs: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(image, text, codes_image, codes_text)`` for ``n_pairs`` fresh pairs."""
+        p = self.profile
+        rng = np.random.default_rng([seed, 1])
+        n_atoms, dim = self.atoms.shape
+        scale = 1 / np.maximum(self.preference, 1 - self.preference)
+        events = rng.random((n_pairs, n_atoms)) < self.rate
+        u = rng.random((n_pairs, n_atoms))
+        on_img = events & (u < self.preference * scale)
+        on_txt = events & (u >= 1 - (1 - self.preference) * scale)
+        g1 = rng.standard_normal((n_pairs, n_atoms))
+        g2 = p.magnitude_corr * g1 + np.sqrt(1 - p.magnitude_corr**2) * rng.standard_normal(
+            g1.shape
+        )
+        codes_img = np.where(on_img, np.exp(p.magnitude_sd * g1), 0.0)
+        codes_txt = np.where(on_txt, np.exp(p.magnitude_sd * g2), 0.0)
+        sigma = p.noise / np.sqrt(dim)
+        common = p.cone * self.cone_dir
+        half_gap = p.gap / 2 * self.gap_dir
+        image = codes_img @ self.atoms + common + half_gap
+        text = codes_txt @ self.atoms + common - half_gap
+        image += sigma * rng.standard_normal(image.shape)
+        text += sigma * rng.standard_normal(text.shape)
+        if p.normalize:
+            image, text = _unit(image), _unit(text)
+        return image.astype(np.float32), text.astype(np.float32), codes_img, codes_txt
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def make_planted(
@@ -68,62 +195,44 @@ def make_planted(
     n_pairs: int = 20000,
     seed: int = 0,
     *,
-    shared_fraction: float = 0.5,
-    image_fraction: float = 0.25,
-    active_shared: float = 4.0,
-    active_specific: float = 2.0,
-    magnitude_sd: float = 0.35,
-    magnitude_corr: float = 0.8,
-    gap: float = 1.0,
-    noise: float = 0.02,
-    normalize: bool = True,
+    profile: str | PlantedProfile = "easy",
+    **overrides: Any,
 ) -> tuple[np.ndarray, np.ndarray, PlantedTruth]:
-    """Synthetic paired embeddings ``(image (n_pairs, d), text (n_pairs, d), truth)``.
-
-    Args:
-        shared_fraction / image_fraction: shares of the atoms that are shared / image-only
-            (the rest are text-only).
-        active_shared: expected active shared atoms per pair (Bernoulli per atom).
-        active_specific: expected active modality-only atoms per embedding.
-        magnitude_sd / magnitude_corr: log-magnitudes are N(0, sd^2); a shared atom's image
-            and text log-magnitudes have correlation ``magnitude_corr``.
-        gap: norm of the offset between the image and the text centroid.
-        noise: standard deviation of the isotropic noise per embedding (norm, roughly).
-        normalize: L2-normalise the embeddings.
-    """
-    if not 0 <= shared_fraction + image_fraction <= 1:
-        raise ValueError("shared_fraction + image_fraction must lie in [0, 1]")
-    rng = np.random.default_rng(seed)
-    atoms = rng.standard_normal((n_atoms, dim))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    n_shared = round(n_atoms * shared_fraction)
-    n_image = round(n_atoms * image_fraction)
-    groups = np.array(
-        ["CrossD"] * n_shared + ["ImgD"] * n_image + ["TextD"] * (n_atoms - n_shared - n_image)
+    """Synthetic paired embeddings ``(image (n_pairs, d), text (n_pairs, d), truth)`` of a
+    profile (a name in :data:`PROFILES` or a :class:`PlantedProfile`), with fields of the
+    profile overridden by ``overrides`` (e.g. ``gap=0``, ``normalize=False``)."""
+    world = PlantedWorld.draw(_profile(profile, overrides), dim, n_atoms, seed)
+    image, text, codes_img, codes_txt = world.sample(n_pairs, seed)
+    offset = world.profile.gap * world.gap_dir
+    truth = PlantedTruth(
+        world.atoms, world.groups(), offset, codes_img, codes_txt, world.preference, world.rate
     )
-    shared, img_only, txt_only = (groups == "CrossD"), (groups == "ImgD"), (groups == "TextD")
+    return image, text, truth
 
-    def bernoulli(mask: np.ndarray, expected: float) -> np.ndarray:
-        p = min(1.0, expected / max(int(mask.sum()), 1))
-        return (rng.random((n_pairs, n_atoms)) < p) & mask
 
-    on_shared = bernoulli(shared, active_shared)
-    on_image = on_shared | bernoulli(img_only, active_specific)
-    on_text = on_shared | bernoulli(txt_only, active_specific)
-    g1 = rng.standard_normal((n_pairs, n_atoms))
-    g2 = magnitude_corr * g1 + np.sqrt(1 - magnitude_corr**2) * rng.standard_normal(g1.shape)
-    codes_image = np.where(on_image, np.exp(magnitude_sd * g1), 0.0)
-    codes_text = np.where(on_text, np.exp(magnitude_sd * np.where(shared, g2, g1)), 0.0)
-    direction = rng.standard_normal(dim)
-    offset = gap * direction / np.linalg.norm(direction)
-    sigma = noise / np.sqrt(dim)
-    image = codes_image @ atoms + offset / 2 + sigma * rng.standard_normal((n_pairs, dim))
-    text = codes_text @ atoms - offset / 2 + sigma * rng.standard_normal((n_pairs, dim))
-    if normalize:
-        image /= np.linalg.norm(image, axis=1, keepdims=True)
-        text /= np.linalg.norm(text, axis=1, keepdims=True)
-    truth = PlantedTruth(atoms, groups, offset, codes_image, codes_text)
-    return image.astype(np.float32), text.astype(np.float32), truth
+def _profile(profile: str | PlantedProfile, overrides: dict[str, Any]) -> PlantedProfile:
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValueError(
+                f"unknown planted profile {profile!r}; expected one of {list(PROFILES)}"
+            )
+        profile = PROFILES[profile]
+    return replace(profile, **overrides)
+
+
+def geometry(image: np.ndarray, text: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Matched and unmatched image-text cosine, the distance between the normalised modality
+    centroids, and each modality's cone (mean cosine between its random embeddings)."""
+    img, txt = _unit(image.astype(np.float64)), _unit(text.astype(np.float64))
+    shuffled = txt[np.random.default_rng(seed).permutation(len(txt))]
+    c_img, c_txt = img.mean(0), txt.mean(0)
+    return {
+        "matched_cosine": float((img * txt).sum(1).mean()),
+        "unmatched_cosine": float((img * shuffled).sum(1).mean()),
+        "centroid_distance": float(np.linalg.norm(c_img - c_txt)),
+        "cone_image": float(c_img @ c_img),
+        "cone_text": float(c_txt @ c_txt),
+    }
 
 
 def write_planted_store(
@@ -171,49 +280,209 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...] =
     return float(np.mean(scores))
 
 
+def match_atoms(
+    cos: np.ndarray, usable: np.ndarray, min_cosine: float = MATCH_MIN_COSINE
+) -> np.ndarray:
+    """One-to-one matching of atoms to features (Hungarian, maximising total cosine) among the
+    ``usable`` features; (n_atoms,) matched feature index or -1 (no feature within
+    ``min_cosine``)."""
+    match = np.full(cos.shape[0], -1)
+    cols = np.flatnonzero(usable)
+    if cols.size == 0:
+        return match
+    rows, picked = linear_sum_assignment(-cos[:, cols])
+    good = cos[rows, cols[picked]] >= min_cosine
+    match[rows[good]] = cols[picked[good]]
+    return match
+
+
+def matched_f1(truth_groups: np.ndarray, match: np.ndarray, verdicts: np.ndarray) -> float:
+    """Macro-F1 of verdicts under a one-to-one matching: an atom counts as found in group g when
+    its matched feature's verdict is g (unmatched atoms are misses); a confident verdict on a
+    feature matched to no atom is a false positive of its group."""
+    predicted = np.where(match >= 0, verdicts[np.maximum(match, 0)], "none")
+    spurious = np.ones(len(verdicts), bool)
+    spurious[match[match >= 0]] = False
+    extra = verdicts[spurious]
+    scores = []
+    for g in GROUPS:
+        tp = float(((predicted == g) & (truth_groups == g)).sum())
+        fp = float(((predicted == g) & (truth_groups != g)).sum() + (extra == g).sum())
+        fn = float(((predicted != g) & (truth_groups == g)).sum())
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores))
+
+
 @torch.no_grad()
+def encode_pairs(
+    fmap: FeatureMap, image: np.ndarray, text: np.ndarray, batch: int = 16384
+) -> PairMoments:
+    """:class:`PairMoments` of a map's activations on paired embeddings, in batches."""
+    from .evidence import MomentAccumulator
+
+    acc = MomentAccumulator(fmap.n_features)
+    for lo in range(0, len(image), batch):
+        a = fmap.encode_modality(torch.from_numpy(image[lo : lo + batch]), "image").float()
+        b = fmap.encode_modality(torch.from_numpy(text[lo : lo + batch]), "text").float()
+        acc.update(a, b)
+    return acc.result()
+
+
+@torch.no_grad()
+def _activations(
+    fmap: FeatureMap, image: np.ndarray, text: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        fmap.encode_modality(torch.from_numpy(image), "image").float(),
+        fmap.encode_modality(torch.from_numpy(text), "text").float(),
+    )
+
+
+def rule_groups(
+    rule: str,
+    moments: PairMoments,
+    a_img: torch.Tensor,
+    a_txt: torch.Tensor,
+    *,
+    low: float = 0.25,
+    high: float = 0.75,
+    quantile: float = 0.2,
+    fdr: float = 0.05,
+    min_firings: int = 10,
+    prior: float = PSEUDO_FIRINGS,
+    permutations: int = 500,
+    seed: int = 0,
+) -> tuple[np.ndarray, float, float]:
+    """Verdicts of one grouping rule and the thresholds it used."""
+    mds = moments.mds
+    if rule == "evidence":
+        ev = evidence(moments, low, high, prior=prior)
+        v = evidence_verdicts(ev, low, high, fdr=fdr, min_firings=min_firings)
+        return v.verdicts, low, high
+    if rule == "test":
+        test = SignFlipTest(len(mds), permutations, seed)
+        test.update(a_img, a_txt)
+        q = benjamini_hochberg(np.where(np.isfinite(mds), test.p_values(), np.nan))
+        g = group_by_test(mds, q, fdr)
+        return g.groups, g.low, g.high
+    g = group_features(mds, rule, low=low, high=high, quantile=quantile, warn=False)
+    return g.groups, g.low, g.high
+
+
+def _region(mds: np.ndarray, low: float, high: float) -> np.ndarray:
+    g = np.full(mds.shape, "CrossD", dtype=object)
+    g[mds > high] = "ImgD"
+    g[mds < low] = "TextD"
+    return g.astype(str)
+
+
 def score_featuremap(
-    fmap: FeatureMap, image: np.ndarray, text: np.ndarray, truth: PlantedTruth
+    fmap: FeatureMap,
+    world: PlantedWorld,
+    *,
+    n_pairs: int,
+    replicates: int = 10,
+    population: int | None = None,
+    rules: tuple[str, ...] = ("evidence", *RULES, "test"),
+    seed: int = 0,
+    rule_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Atom recovery (mmcs) and group macro-F1 of a trained map on planted data."""
+    """Score a trained map on a planted world: atom recovery, and per rule the verdicts,
+    shares, intervals and counts over ``replicates`` fresh datasets of ``n_pairs`` pairs,
+    against each feature's population MDS (on ``population`` fresh pairs, default 20 x n)."""
     fmap = fmap.cpu().eval()
-    cos = truth.atoms @ feature_directions(fmap).T
-    best = cos.argmax(1)
-    a_img = fmap.encode_modality(torch.from_numpy(image), "image").float()
-    a_txt = fmap.encode_modality(torch.from_numpy(text), "text").float()
-    mds = modality_dominance(a_img.double().mean(0).numpy(), a_txt.double().mean(0).numpy())
-    grouping = group_features(mds)
-    predicted = grouping.groups[best]
-    test = SignFlipTest(a_img.shape[1], permutations=1000)
-    test.update(a_img, a_txt)
-    q = benjamini_hochberg(np.where(np.isfinite(mds), test.p_values(), np.nan))
-    by_rule = {
-        "std": grouping,
-        "fixed": group_features(mds, "fixed"),
-        "quantile": group_features(mds, "quantile"),
-        "test": group_by_test(mds, q),
-    }
-    return {
+    options = {"low": 0.25, "high": 0.75, **(rule_options or {})}
+    low, high = options["low"], options["high"]
+    population = population or 20 * n_pairs
+    pop = encode_pairs(fmap, *world.sample(population, seed + 10_000)[:2])
+    pop_mds = pop.mds
+    cos = world.atoms @ feature_directions(fmap).T
+    match = match_atoms(cos, pop.fired_any > 0)
+    truth_groups = world.groups(low, high)
+    per_rule: dict[str, dict[str, list[Any]]] = {r: {} for r in rules}
+    for r in range(replicates):
+        image, text, _, _ = world.sample(n_pairs, seed + 1 + r)
+        a_img, a_txt = _activations(fmap, image, text)
+        m = PairMoments.of(a_img.numpy(), a_txt.numpy())
+        alive = (m.fired_any > 0) & np.isfinite(pop_mds)
+        n_alive = max(int(alive.sum()), 1)
+        ev = evidence(m, low, high, prior=options.get("prior", PSEUDO_FIRINGS))
+        inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
+        for rule in rules:
+            verdicts, lo, hi = rule_groups(rule, m, a_img, a_txt, seed=seed + r, **options)
+            acc = per_rule[rule]
+            acc.setdefault("macro_f1", []).append(matched_f1(truth_groups, match, verdicts))
+            true_region = _region(pop_mds, lo, hi)
+            rule_ev = (
+                ev
+                if (lo, hi) == (low, high)
+                else evidence(m, lo, hi, prior=options.get("prior", PSEUDO_FIRINGS))
+            )
+            estimated = expected_counts(rule_ev, mask=alive)
+            errors, covered = [], []
+            for g in GROUPS:
+                true_count = int((alive & (true_region == g)).sum())
+                if rule == "evidence":
+                    share = estimated[g]["estimate"] / n_alive
+                else:
+                    share = float((alive & (verdicts == g)).sum()) / n_alive
+                errors.append(abs(share - true_count / n_alive))
+                c_lo, c_hi = estimated[g]["ci"]
+                covered.append(c_lo <= true_count <= c_hi)
+            acc.setdefault("share_error", []).append(max(errors))
+            acc.setdefault("count_ci_coverage", []).append(float(np.mean(covered)))
+            acc.setdefault("false_group_rate", []).append(
+                float((alive & np.isin(verdicts, ["ImgD", "TextD"])).sum()) / n_alive
+            )
+            acc.setdefault("confident_share", []).append(
+                float((alive & np.isin(verdicts, GROUPS)).sum()) / n_alive
+            )
+        strata = per_rule[rules[0]].setdefault("_strata", [])
+        strata.append((m.fired_any[alive], inside[alive]))
+    fired = np.concatenate([f for f, _ in per_rule[rules[0]]["_strata"]])
+    hit = np.concatenate([h for _, h in per_rule[rules[0]]["_strata"]])
+    by_stratum = {}
+    for lo_f, hi_f in STRATA:
+        sel = (fired >= lo_f) & (fired <= (hi_f or np.inf))
+        name = f"{lo_f}+" if hi_f is None else f"{lo_f}-{hi_f}"
+        by_stratum[name] = {
+            "n": int(sel.sum()),
+            "coverage": float(hit[sel].mean()) if sel.any() else None,
+        }
+    well = fired >= COVERAGE_MIN_FIRINGS
+    coverage = float(hit[well].mean()) if well.any() else None
+    scores: dict[str, Any] = {
         "atom_recovery_mmcs": float(cos.max(1).mean()),
-        "group_macro_f1": macro_f1(truth.groups, predicted),
-        "group_macro_f1_by_rule": {
-            rule: macro_f1(truth.groups, g.groups[best]) for rule, g in by_rule.items()
-        },
-        "group_accuracy": float((predicted == truth.groups).mean()),
-        "group_counts": grouping.counts(),
-        "alive_features": int(np.isfinite(mds).sum()),
+        "atoms_matched": int((match >= 0).sum()),
+        "alive_features": int((pop.fired_any > 0).sum()),
         "n_features": int(fmap.n_features),
+        "mds_ci_coverage": coverage,
+        "mds_ci_coverage_by_firings": by_stratum,
+        "rules": {},
     }
+    for rule in rules:
+        acc = per_rule[rule]
+        scores["rules"][rule] = {
+            "macro_f1": float(np.mean(acc["macro_f1"])),
+            "share_error": float(np.mean(acc["share_error"])),
+            "mds_ci_coverage": coverage,
+            "count_ci_coverage": float(np.mean(acc["count_ci_coverage"])),
+            "false_group_rate": float(np.mean(acc["false_group_rate"])),
+            "confident_share": float(np.mean(acc["confident_share"])),
+        }
+    return scores
 
 
 def run_planted_benchmark(
     out_dir: str | Path,
     seed: int = 0,
-    dim: int = 64,
+    dim: int | None = None,
     atoms: int = 256,
     n_pairs: int = 20000,
     methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
     *,
+    profile: str = "clip",
+    replicates: int = 5,
     latents: int | None = None,
     k: int = 8,
     steps: int = 1500,
@@ -221,102 +490,108 @@ def run_planted_benchmark(
     progress: bool = False,
     planted_kwargs: dict[str, Any] | None = None,
     method_kwargs: dict[str, dict[str, Any]] | None = None,
+    rule_options: dict[str, Any] | None = None,
     threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Train each method on one planted store and write ``out_dir/planted.json``.
+    """Train each method on one planted store, score it on ``replicates`` fresh datasets and
+    write ``out_dir/planted.json``.
 
-    Returns ``{"methods": {method: scores}, "settings": {...}}``; the maps are kept in
-    ``out_dir/maps/<method>``. ``latents`` defaults to 2 x atoms; ``method_kwargs`` (per
-    method, e.g. ``{"sae-relu": {"l1": 3.0}}``) update :data:`PLANTED_METHOD_KWARGS`.
-    ``threads``: torch threads while it runs (restored after; None: leave as is). The models are
-    small, and one thread avoids OpenMP stalls, which slow small matmuls tenfold or more when
-    the CPUs are shared with other work.
+    Returns ``{"profile", "default_rule", "methods": {method: scores}, "settings"}``; the maps
+    are kept in ``out_dir/maps/<method>``. ``latents`` defaults to 2 x atoms;
+    ``method_kwargs`` (per method) update :data:`PLANTED_METHOD_KWARGS`. ``threads``: torch
+    threads while it runs (restored after; None: leave as is): one thread avoids OpenMP stalls
+    on shared CPUs.
     """
+    from ..featuremaps.base import load_featuremap
+    from ..featuremaps.train import train_featuremap
+    from .mds import DEFAULT_RULE
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run_planted(
-            Path(out_dir),
-            seed,
-            dim,
-            atoms,
-            n_pairs,
-            methods,
-            latents,
-            k,
-            steps,
-            batch_size,
-            progress,
-            planted_kwargs,
-            method_kwargs,
-        )
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run_planted(
-    out_dir: Path,
-    seed: int,
-    dim: int,
-    atoms: int,
-    n_pairs: int,
-    methods: tuple[str, ...] | list[str],
-    latents: int | None,
-    k: int,
-    steps: int,
-    batch_size: int,
-    progress: bool,
-    planted_kwargs: dict[str, Any] | None,
-    method_kwargs: dict[str, dict[str, Any]] | None,
-) -> dict[str, Any]:
-    from ..featuremaps.base import load_featuremap
-    from ..featuremaps.train import train_featuremap
-
-    planted_kwargs = dict(planted_kwargs or {})
-    image, text, truth = make_planted(dim, atoms, n_pairs, seed, **planted_kwargs)
-    store = write_planted_store(out_dir / "store", image, text)
-    latents = latents or 2 * atoms
-    kwargs = {
-        m: {**PLANTED_METHOD_KWARGS.get(m, {}), **(method_kwargs or {}).get(m, {})} for m in methods
-    }
-    results: dict[str, Any] = {}
-    for method in methods:
-        t0 = time.perf_counter()
-        path = train_featuremap(
-            store,
-            method,
-            out_dir / "maps" / method,
-            **{
+        out_dir = Path(out_dir)
+        prof = _profile(profile, dict(planted_kwargs or {}))
+        dim = dim or prof.dim
+        world = PlantedWorld.draw(prof, dim, atoms, seed)
+        image, text, _, _ = world.sample(n_pairs, seed)
+        store = write_planted_store(out_dir / "store", image, text)
+        latents = latents or 2 * atoms
+        kwargs = {
+            m: {**PLANTED_METHOD_KWARGS.get(m, {}), **(method_kwargs or {}).get(m, {})}
+            for m in methods
+        }
+        results: dict[str, Any] = {}
+        for method in methods:
+            t0 = time.perf_counter()
+            path = train_featuremap(
+                store,
+                method,
+                out_dir / "maps" / method,
+                **{
+                    "latents": latents,
+                    "k": k,
+                    "steps": steps,
+                    "batch_size": batch_size,
+                    "seed": seed,
+                    "overwrite": True,
+                    "checkpoint_every": 0,
+                    "progress": progress,
+                    **kwargs[method],
+                },
+            )
+            scores = score_featuremap(
+                load_featuremap(path),
+                world,
+                n_pairs=n_pairs,
+                replicates=replicates,
+                seed=seed,
+                rule_options=rule_options,
+            )
+            scores["seconds"] = round(time.perf_counter() - t0, 2)
+            results[method] = scores
+        report = {
+            "profile": profile,
+            "default_rule": DEFAULT_RULE,
+            "methods": results,
+            "settings": {
+                "seed": seed,
+                "dim": dim,
+                "atoms": atoms,
+                "n_pairs": n_pairs,
+                "replicates": replicates,
                 "latents": latents,
                 "k": k,
                 "steps": steps,
                 "batch_size": batch_size,
-                "seed": seed,
-                "overwrite": True,
-                "checkpoint_every": 0,
-                "progress": progress,
-                **kwargs[method],
+                "planted": asdict(prof),
+                "geometry": geometry(image, text),
+                "method_kwargs": kwargs,
+                "rule_options": rule_options or {},
+                "true_group_counts": {g: int((world.groups() == g).sum()) for g in GROUPS},
             },
-        )
-        scores = score_featuremap(load_featuremap(path), image, text, truth)
-        scores["seconds"] = round(time.perf_counter() - t0, 2)
-        results[method] = scores
-    report = {
-        "methods": results,
-        "settings": {
-            "seed": seed,
-            "dim": dim,
-            "atoms": atoms,
-            "n_pairs": n_pairs,
-            "latents": latents,
-            "k": k,
-            "steps": steps,
-            "batch_size": batch_size,
-            "planted": planted_kwargs,
-            "method_kwargs": kwargs,
-            "true_group_counts": {g: int((truth.groups == g).sum()) for g in GROUPS},
-        },
-    }
-    write_json(out_dir / "planted.json", report)
-    return report
+        }
+        write_json(out_dir / "planted.json", report)
+        return report
+    finally:
+        torch.set_num_threads(previous)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The benchmark as a plain-text table: one row per method and rule."""
+    head = (
+        f"planted profile {report['profile']} (default rule: {report['default_rule']})\n"
+        f"{'method':<15}{'rule':<10}{'mmcs':>6}{'F1 1:1':>8}{'share err':>10}"
+        f"{'MDS CI cov':>11}{'count cov':>10}{'false grp':>10}{'confident':>10}"
+    )
+    rows = [head]
+    for method, s in report["methods"].items():
+        for rule, r in s["rules"].items():
+            cov = r["mds_ci_coverage"]
+            rows.append(
+                f"{method:<15}{rule:<10}{s['atom_recovery_mmcs']:>6.3f}{r['macro_f1']:>8.3f}"
+                f"{r['share_error']:>10.3f}{'-' if cov is None else f'{cov:.3f}':>11}"
+                f"{r['count_ci_coverage']:>10.3f}{r['false_group_rate']:>10.3f}"
+                f"{r['confident_share']:>10.3f}"
+            )
+    return "\n".join(rows)

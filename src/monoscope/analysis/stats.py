@@ -7,44 +7,26 @@ import torch
 
 
 class FeatureStats:
-    """Accumulate per-feature sums, activation counts and the top-m samples of one modality.
+    """Accumulate the top-m samples of each feature in one modality.
 
     Feed activation batches (B, K) in row order with :meth:`update`; rows are numbered by the
     ``start`` offset given with each batch.
     """
 
     def __init__(self, n_features: int, top_m: int = 20):
-        self.n = 0
-        self.sum = torch.zeros(n_features, dtype=torch.float64)
-        self.active = torch.zeros(n_features, dtype=torch.int64)
         self.top_m = top_m
         self.top_val = torch.full((n_features, top_m), -torch.inf)
         self.top_idx = torch.full((n_features, top_m), -1, dtype=torch.int64)
 
     def update(self, acts: torch.Tensor, start: int) -> None:
-        """Add a (B, K) batch of activations whose first row has index ``start``.
-
-        Batch sums are taken in float32 (exact enough for one batch) and accumulated in
-        float64; the batch's own top-m is found first, so the merge touches (K, 2m) values.
-        """
+        """Add a (B, K) batch of activations whose first row has index ``start``; the batch's
+        own top-m is found first, so the merge touches (K, 2m) values."""
         b = acts.shape[0]
-        self.n += b
-        self.sum += acts.sum(0).double()
-        self.active += (acts > 0).sum(0)
         vals, idx = acts.topk(min(self.top_m, b), dim=0)  # (m, K), sorted
         vals = torch.cat([self.top_val, vals.T.float()], dim=1)
         idx = torch.cat([self.top_idx, idx.T + start], dim=1)
         self.top_val, pos = vals.topk(self.top_m, dim=1)
         self.top_idx = idx.gather(1, pos)
-
-    @property
-    def mean(self) -> np.ndarray:
-        return (self.sum / max(self.n, 1)).numpy()
-
-    @property
-    def frequency(self) -> np.ndarray:
-        """Fraction of samples on which each feature is active (> 0)."""
-        return (self.active.double() / max(self.n, 1)).numpy()
 
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, m) row indices and values of the largest *positive* activations; -1 pads."""

@@ -73,21 +73,33 @@ class _Sums:
         return out
 
 
-def recall_at_1(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> tuple[float, float]:
-    """(a->b, b->a) recall@1 of paired rows by cosine similarity; ties count as misses."""
+def retrieval_ranks(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a->b, b->a) rank of each query's own pair among all candidates by cosine similarity:
+    the number of *other* candidates scored at least as high (so a tie is a miss, and rank 0
+    means the pair is strictly first). Rows of ``a`` and ``b`` are paired; computed in chunks of
+    queries, so memory is O(chunk * N)."""
     a = F.normalize(torch.as_tensor(a, dtype=torch.float32), dim=1)
     b = F.normalize(torch.as_tensor(b, dtype=torch.float32), dim=1)
-    out = []
+    ranks = []
     for q, c in ((a, b), (b, a)):
-        hits = 0
-        for lo in range(0, q.shape[0], 1024):
-            sims = q[lo : lo + 1024] @ c.T
+        out = torch.empty(q.shape[0], dtype=torch.int64)
+        for lo in range(0, q.shape[0], chunk):
+            sims = q[lo : lo + chunk] @ c.T
             rows = torch.arange(sims.shape[0])
-            own = sims[rows, rows + lo]
+            own = sims[rows, rows + lo].clone()
             sims[rows, rows + lo] = -torch.inf
-            hits += int((own > sims.max(1).values).sum())
-        out.append(hits / max(q.shape[0], 1))
-    return out[0], out[1]
+            out[lo : lo + chunk] = (sims >= own[:, None]).sum(1)
+        ranks.append(out)
+    return ranks[0], ranks[1]
+
+
+def recall_at_1(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """(a->b, b->a) recall@1 of paired rows by cosine similarity; ties count as misses."""
+    i2t, t2i = retrieval_ranks(a, b)
+    n = max(len(i2t), 1)
+    return float((i2t == 0).sum()) / n, float((t2i == 0).sum()) / n
 
 
 @torch.no_grad()

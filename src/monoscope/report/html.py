@@ -48,6 +48,8 @@ GROUP_INFO = {
     "ImgD": ("Image-dominant", "Fire mostly on images."),
     "TextD": ("Text-dominant", "Fire mostly on captions."),
     "CrossD": ("Cross-modal", "Fire on both modalities."),
+    "undetermined": ("Undetermined", "The evidence does not decide their group."),
+    "rare": ("Rare", "Fire on too few pairs for a verdict."),
 }
 # features.csv columns shipped to the explorer, under short keys.
 NUMERIC_COLUMNS = {
@@ -63,7 +65,7 @@ NUMERIC_COLUMNS = {
     "ms_img": "si",
     "ms_txt": "st",
     "xcorr": "xc",
-    "stability": "sb",
+    "confidence": "cf",
     "q_value": "q",
 }
 
@@ -81,7 +83,7 @@ class Feature:
     freq_img: float
     freq_txt: float
     ci: tuple[float, float] | None
-    stability: float | None
+    confidence: float | None
     name: str
     extra: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
@@ -96,7 +98,7 @@ def _float(s: str | None) -> float:
 
 
 def read_features(path: Path) -> list[Feature]:
-    """Read ``features.csv``; optional columns (CIs, stability, metrics, name) may be absent."""
+    """Read ``features.csv``; optional columns (CIs, confidence, metrics, name) may be absent."""
     if not path.is_file():
         raise MonoscopeError(f"{path}: file not found (is this an analysis directory?)")
     with path.open(newline="", encoding="utf-8") as f:
@@ -111,7 +113,7 @@ def read_features(path: Path) -> list[Feature]:
         out = []
         for row in reader:
             lo, hi = _float(row.get("mds_ci_low")), _float(row.get("mds_ci_high"))
-            stability = _float(row.get("stability"))
+            confidence = _float(row.get("confidence"))
             out.append(
                 Feature(
                     id=int(row["feature"]),
@@ -123,7 +125,7 @@ def read_features(path: Path) -> list[Feature]:
                     freq_img=_float(row.get("freq_img")),
                     freq_txt=_float(row.get("freq_txt")),
                     ci=(lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None,
-                    stability=stability if math.isfinite(stability) else None,
+                    confidence=confidence if math.isfinite(confidence) else None,
                     name=(row.get("name") or "").strip(),
                     extra={c: _float(row.get(c)) for c in extra_cols},
                 )
@@ -149,11 +151,11 @@ def select_top(features: Iterable[Feature], group: str, n: int | None) -> list[F
 def choose_features(features: Sequence[Feature], cap: int | None) -> list[Feature]:
     """The alive features shown in the explorer: all, or at most ``cap`` split over the groups
     in proportion to their sizes (each group's most characteristic first), in id order."""
-    alive = [f for f in features if f.alive and f.group in plots.GROUPS]
+    alive = [f for f in features if f.alive and f.group in plots.VERDICTS]
     if cap is None or len(alive) <= cap:
         return alive
     chosen: list[Feature] = []
-    for g in plots.GROUPS:
+    for g in plots.VERDICTS:
         members = select_top(alive, g, None)
         chosen += members[: round(cap * len(members) / len(alive))]
     return sorted(chosen[:cap], key=lambda f: f.id)
@@ -361,12 +363,12 @@ def _explorer(
             entry[1] = thumbnails.key(ref) if isinstance(ref, str) else None
         return table[row]
 
-    cols: dict[str, list[Any]] = {"id": ids, "g": [plots.GROUPS.index(f.group) for f in chosen]}
+    cols: dict[str, list[Any]] = {"id": ids, "g": [plots.VERDICTS.index(f.group) for f in chosen]}
     cols["lo"] = [_round(f.ci[0]) if f.ci else None for f in chosen]
     cols["hi"] = [_round(f.ci[1]) if f.ci else None for f in chosen]
     for column, short in NUMERIC_COLUMNS.items():
-        if column in ("stability",):
-            values = [f.stability for f in chosen]
+        if column in ("confidence",):
+            values = [f.confidence for f in chosen]
         elif column in Feature.__dataclass_fields__:
             values = [getattr(f, column) for f in chosen]
         else:
@@ -384,7 +386,7 @@ def _explorer(
 
     feature_words = (words or {}).get("features") or {}
     return {
-        "groups": list(plots.GROUPS),
+        "groups": list(plots.VERDICTS),
         "cols": cols,
         "name": [f.name for f in chosen],
         "img": img,
@@ -615,7 +617,8 @@ def render_report(
 
     notices: list[str] = []
     chosen = choose_features(features, max_features)
-    n_alive = sum(1 for f in features if f.alive and f.group in plots.GROUPS)
+    n_alive = sum(1 for f in features if f.alive and f.group in plots.VERDICTS)
+    notices.extend(f"Warning: {w}." for w in summary.get("warnings") or [])
     if len(chosen) < n_alive:
         notices.append(
             f"The explorer shows {len(chosen):,} of {n_alive:,} alive features "

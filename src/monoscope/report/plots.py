@@ -17,8 +17,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 GROUPS = ("ImgD", "TextD", "CrossD")
+VERDICTS = (*GROUPS, "undetermined", "rare")
 # Okabe-Ito, colour-blind safe.
-GROUP_COLORS = {"ImgD": "#E69F00", "TextD": "#0072B2", "CrossD": "#009E73", "dead": "#999999"}
+GROUP_COLORS = {
+    "ImgD": "#E69F00",
+    "TextD": "#0072B2",
+    "CrossD": "#009E73",
+    "undetermined": "#b7b7b7",
+    "rare": "#dcdcdc",
+    "dead": "#999999",
+}
 ALL_COLOR = "#39424e"
 # Okabe-Ito again, for series that are not groups (compared analyses), in a distinct order.
 SERIES_COLORS = ("#000000", "#D55E00", "#56B4E9", "#CC79A7", "#E69F00", "#0072B2", "#009E73")

@@ -86,7 +86,7 @@ def open_inputs(
         )
     if analysis is None:
         analysis = analyze(
-            store, fmap, out / "analysis", bootstrap=0, seed=seed, device=device, progress=progress
+            store, fmap, out / "analysis", seed=seed, device=device, progress=progress
         )
     table = Path(analysis) / "features.csv"
     if not table.is_file():

@@ -47,11 +47,11 @@
     si: (i) => col("si", i),
     st: (i) => col("st", i),
     xc: (i) => col("xc", i),
-    sb: (i) => col("sb", i),
+    cf: (i) => col("cf", i),
     id: (i) => C.id[i],
   };
   const NEEDS = { coherence: ["ei", "et"], freq: ["fi", "ft"], strength: ["mi", "mt"],
-    ei: ["ei"], et: ["et"], si: ["si"], st: ["st"], xc: ["xc"], sb: ["sb"] };
+    ei: ["ei"], et: ["et"], si: ["si"], st: ["st"], xc: ["xc"], cf: ["cf"] };
 
   // ---- search haystack (built on first use) ------------------------------------------------
   let hay = null;
@@ -148,7 +148,8 @@
       for (const i of out) {
         const r = seen.get(C.g[i]) || 0;
         seen.set(C.g[i], r + 1);
-        q[i] = Number.isNaN(k[i]) ? 2 + r : (r + 0.5) / size.get(C.g[i]);
+        // well-supported features first: undetermined and rare ones after every verdict
+        q[i] = (Number.isNaN(k[i]) ? 2 + r : (r + 0.5) / size.get(C.g[i])) + (C.g[i] >= 3 ? 4 : 0);
       }
       out.sort((a, b) => q[a] - q[b] || C.g[a] - C.g[b]);
     }
@@ -200,7 +201,7 @@
     s += `</div><span class="pill pill-${g}">${g}</span></header>`;
     s += `<div class="mdsrow"><span class="k">MDS</span> <b>${f3(mds)}</b>`;
     if (num(lo) && num(hi)) s += ` <span class="ci">95% CI ${f2(lo)}–${f2(hi)}</span>`;
-    if (num(col("sb", i))) s += ` <span class="stab" title="share of bootstrap replicates that put it in ${g}">stable ${pct(col("sb", i))}</span>`;
+    if (num(col("cf", i))) s += ` <span class="stab" title="confidence that its MDS lies in the ${g === "undetermined" || g === "rare" ? "most likely" : g} region">confidence ${pct(col("cf", i))}</span>`;
     if (num(col("q", i))) s += ` <span class="stab" title="BH-adjusted q-value of the sign-flip test">q ${sig(col("q", i))}</span>`;
     s += `</div><div class="gauge" aria-hidden="true">`;
     if (num(LOW)) s += `<i class="thr" style="left:${pctLeft(LOW)}"></i>`;
