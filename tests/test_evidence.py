@@ -136,7 +136,6 @@ def test_null_data_gets_no_modality_specific_verdicts_and_std_does():
 
 
 def test_verdicts_on_bimodal_data():
-    rng = np.random.default_rng(6)
     truth = np.r_[np.full(100, 1.0), np.full(100, 0.0), np.full(100, 0.5)]
     a, b = _simulate(3000, truth, np.full(300, 0.05), seed=7)
     a[:, -5:] = 0
