@@ -97,3 +97,14 @@ def test_ablate_end_to_end_with_identity(small_store: Path, tmp_path: Path):
     )
     lo, hi = removal["metrics"]["t2i@5"]["drop_ci"]
     assert lo <= removal["metrics"]["t2i@5"]["drop"] <= hi
+
+
+def test_one_recall_definition_ties_are_misses():
+    """Feature-map metrics and ablation count recall the same way: a tie is a miss."""
+    from monoscope.featuremaps.metrics import recall_at_1
+
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # images 0 and 1 identical
+    txt = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    hits = retrieval_hits(img, txt, ks=(1,))
+    assert hits["i2t@1"].tolist() == [False, False, True]  # 0 and 1 tie with each other
+    assert recall_at_1(img, txt) == (hits["i2t@1"].mean(), hits["t2i@1"].mean())

@@ -3,6 +3,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monoscope.analysis.evidence import MomentAccumulator
 from monoscope.analysis.monosemanticity import (
@@ -112,3 +114,39 @@ def test_embsim_prefix_lengths_match_truncated_sets():
     both = embsim(e, valid, ms=[3, 6])
     np.testing.assert_allclose(both[0], embsim(e[:, :3], valid[:, :3]), atol=1e-6)
     np.testing.assert_allclose(both[1], embsim(e, valid), atol=1e-6)
+
+
+def test_ms_of_a_feature_firing_once_is_undefined():
+    """A feature with one firing has no pair to score (the float32 difference of sums is pure
+    rounding there): NaN, not a value far outside [-1, 1]."""
+    rng = np.random.default_rng(7)
+    emb = rng.standard_normal((300, 16)).astype(np.float32)
+    acts = np.zeros((300, 3), np.float32)
+    acts[17, 0] = 3.7  # fires once
+    acts[[3, 90], 1] = [2.0, 1e-6]  # twice, the second firing negligible
+    acts[[3, 90, 200], 2] = [1.0, 0.5, 0.25]
+    acc = MSAccumulator(3, 16)
+    for lo in range(0, 300, 64):
+        acc.update(torch.from_numpy(acts[lo : lo + 64]), emb[lo : lo + 64])
+    ms = acc.scores()
+    assert np.isnan(ms[0]) and np.isnan(ms[1])
+    assert ms[2] == pytest.approx(ms_oracle(acts, emb)[2], abs=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.5, 0.999))
+def test_ms_is_in_range_and_matches_the_oracle_on_sparse_activations(seed, sparsity):
+    rng = np.random.default_rng(seed)
+    n, k, d = int(rng.integers(2, 60)), 5, 8
+    emb = rng.standard_normal((n, d)).astype(np.float32)
+    acts = np.where(rng.random((n, k)) < sparsity, 0.0, rng.exponential(1.0, (n, k)) ** 3).astype(
+        np.float32
+    )
+    acc = MSAccumulator(k, d)
+    for lo in range(0, n, 7):
+        acc.update(torch.from_numpy(acts[lo : lo + 7]), emb[lo : lo + 7])
+    ms, ref = acc.scores(), ms_oracle(acts, emb)
+    defined = np.isfinite(ms)
+    assert ((ms[defined] >= -1) & (ms[defined] <= 1)).all()
+    np.testing.assert_array_equal(defined, np.isfinite(ref))
+    np.testing.assert_allclose(ms[defined], ref[defined], atol=2e-3)

@@ -243,6 +243,7 @@ def check_analysis(path: Path) -> Iterator[str]:
         yield f"{path}/summary.json: missing or invalid fields: {', '.join(bad)}"
         return
     k, n, kept = summary["n_features"], summary["n_pairs"], summary["top_kept"]
+    yield from _check_grouping(path, summary)
     if "features.csv" not in missing:
         yield from _check_features_csv(path / "features.csv", k)
     for name in TOP_FILES:
@@ -271,6 +272,21 @@ def check_analysis(path: Path) -> Iterator[str]:
                 )
     if store_dim is not None and fmap_dim is not None and store_dim != fmap_dim:
         yield f"{path}: its store has dim {store_dim} but its feature map dim {fmap_dim}"
+
+
+def _check_grouping(path: Path, summary: dict[str, Any]) -> Iterator[str]:
+    """Thresholds inside [0, 1] and in order; the analysis's own warnings."""
+    grouping = summary.get("grouping")
+    if isinstance(grouping, dict):
+        low, high = grouping.get("low"), grouping.get("high")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or not 0 <= low <= high <= 1:
+            yield (
+                f"{path}: grouping thresholds low {low}, high {high} are not inside [0, 1] "
+                "(re-run monoscope analyze)"
+            )
+    for note in summary.get("warnings") or []:
+        yield f"{path}: {note}"
 
 
 def _check_features_csv(file: Path, k: int) -> Iterator[str]:

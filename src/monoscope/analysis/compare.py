@@ -11,6 +11,7 @@ import numpy as np
 
 from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
 from .analyze import read_feature_table
+from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
 from .monosemanticity import win_rate
 
@@ -52,7 +53,8 @@ def compare(
                 "n_features": s.get("n_features"),
                 "n_alive": s.get("n_alive"),
                 "groups": s.get("groups"),
-                "group_shares": {g: s["groups"][g]["count"] / max(s["n_alive"], 1) for g in GROUPS},
+                "group_shares": _shares(s, "count", (*GROUPS, UNDETERMINED, RARE)),
+                "estimated_shares": _shares(s, "estimate", GROUPS),
                 "grouping": s.get("grouping"),
                 "metrics": {m: (s.get("metrics") or {}).get(m, {}).get("all") for m in COMPARED},
                 "mds_histogram": hist.tolist(),
@@ -78,6 +80,14 @@ def compare(
         },
     )
     return out
+
+
+def _shares(summary: dict[str, Any], key: str, labels: tuple[str, ...]) -> dict[str, Any]:
+    """Share of alive features per label (``count``: verdicts; ``estimate``: the estimated
+    number whose MDS lies in the region); labels an older analysis lacks are left out."""
+    n_alive = max(summary["n_alive"], 1)
+    groups = summary.get("groups") or {}
+    return {g: groups[g][key] / n_alive for g in labels if key in (groups.get(g) or {})}
 
 
 def _plot(entries: list[dict[str, Any]], bins: np.ndarray, path: Path) -> None:

@@ -33,7 +33,7 @@ class StudyInputs:
 
     store: Store
     fmap: FeatureMap
-    groups: np.ndarray  # (K,) "ImgD" | "TextD" | "CrossD" | "dead"
+    groups: np.ndarray  # (K,) "ImgD" | "TextD" | "CrossD" | "undetermined" | "rare" | "dead"
     encoder: DualEncoder
     analysis: Path
     device: str

@@ -100,11 +100,12 @@ def paired_feature_test(
 
 
 def group_distribution(members: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-    """Counts, shares and enrichment (share / the group's share of alive features) per group."""
+    """Counts, shares and enrichment (share / the group's share of alive features) per group,
+    and for features with no confident verdict (undetermined, rare)."""
     alive = groups != "dead"
     total = int(members.sum())
     out: dict[str, Any] = {"total": total}
-    for g in GROUPS:
+    for g in (*GROUPS, "undetermined", "rare"):
         count = int((members & (groups == g)).sum())
         share = count / total if total else None
         base = float((groups == g).sum() / max(alive.sum(), 1))
