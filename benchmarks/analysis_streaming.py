@@ -1,8 +1,8 @@
 """Analysis throughput and memory vs the number of pairs (streaming: memory must not grow).
 
 Builds synthetic stores of N pairs (d = 512, unit rows) and a random TopK SAE with 8,192
-latents, then runs ``analyze`` (default settings: 200 bootstrap replicates, EmbSim m-sweep,
-MS, correlations) on each in a fresh subprocess, reporting wall time, pairs/s and peak RSS.
+latents, then runs ``analyze`` (default settings: evidence verdicts with Fieller intervals,
+EmbSim m-sweep, MS, correlations) on each in a fresh subprocess, reporting wall time, pairs/s and peak RSS.
 
     python benchmarks/analysis_streaming.py --sizes 100000 400000
 """

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._util import MonoscopeError
+from ._util import MonoscopeError, read_json
 from .demo import SAE as DEMO_SAE
 from .studies.cli import add_parsers as add_study_parsers
 
@@ -318,6 +319,12 @@ def _run_ablate(a: argparse.Namespace) -> list[Path]:
         seed=a.seed,
         progress=not a.quiet,
     )
+    left = read_json(out / "ablation.json").get("left_out") or {}
+    if any(left.values()):
+        print(
+            "removed only features with a confident verdict; left in: "
+            + ", ".join(f"{n:,} {v}" for v, n in left.items())
+        )
     return [out / "ablation.json"]
 
 
@@ -511,10 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    print(f"monoscope: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        paths = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            paths = args.run(args)
     except MonoscopeError as e:
         print(f"monoscope: error: {e}", file=sys.stderr)
         return 2

@@ -73,6 +73,7 @@ class PlantedProfile:
     shared_fraction: float = 0.5  # groups: share of balanced atoms
     image_fraction: float = 0.25  # groups: share of image-only atoms
     zipf: float = 0.0  # firing-rate exponent; 0: equal rates
+    zipf_offset: float = 0.0  # rate of the atom of rank j ~ (j + offset)^-zipf
     active: float = 8.0  # expected atom events per pair
     magnitude_sd: float = 0.35
     magnitude_corr: float = 0.8
@@ -140,7 +141,8 @@ class PlantedWorld:
         else:
             raise ValueError(f"unknown preference model {profile.preference!r}")
         if profile.zipf > 0:
-            rate = rng.permutation((np.arange(n_atoms) + 1.0) ** -profile.zipf)
+            ranks = np.arange(n_atoms) + 1.0 + profile.zipf_offset
+            rate = rng.permutation(ranks**-profile.zipf)
         elif profile.preference == "groups":  # as many shared as specific events per side
             rate = np.where(pref == 0.5, 4.0 / max(n_shared, 1), 2.0 / max(n_image, 1))
         else:
