@@ -94,6 +94,17 @@ def test_a_feature_seen_a_dozen_times_on_images_only_is_not_certain():
     assert ev.ci_low[0] == pytest.approx(low[0]) and ev.mds[0] == 1.0
 
 
+def test_the_interval_holds_the_point_estimate_however_well_supported():
+    a = np.zeros((5000, 2))
+    a[:, 0] = 1.0  # fires on every image, never on text
+    a[:100, 1] = 1.0
+    b = np.zeros_like(a)
+    b[:100, 1] = 1.0  # exactly balanced
+    ev = evidence(PairMoments.of(a, b), 0.25, 0.75)
+    assert ev.ci_high[0] == 1.0 and 0.99 < ev.ci_low[0] < 1.0
+    assert ev.ci_low[1] <= 0.5 <= ev.ci_high[1]
+
+
 def test_a_feature_firing_once_gets_the_whole_range():
     a = np.zeros((500, 1))
     a[3, 0] = 2.0

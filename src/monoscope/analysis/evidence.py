@@ -208,6 +208,9 @@ def evidence(
     """Intervals and region confidences of every feature (pseudo-firings ``prior``)."""
     aug = with_pseudo_firings(m, prior)
     ci_low, ci_high = fieller_interval(aug, level)
+    # the interval always holds the (unaugmented) point estimate, e.g. 1 for a feature seen on
+    # images only, however often
+    ci_low, ci_high = np.fmin(ci_low, m.mds), np.fmax(ci_high, m.mds)
     alive = m.fired_any > 0
     p_img = np.where(alive, prob_above(aug, high), np.nan)
     p_txt = np.where(alive, 1 - prob_above(aug, low), np.nan)
