@@ -41,19 +41,14 @@ from .evidence import (
     UNDETERMINED,
     Evidence,
     MomentAccumulator,
-    evidence,
-    evidence_verdicts,
     expected_counts,
 )
 from .mds import (
-    ALL_RULES,
     DEFAULT_RULE,
     DEFINITIONS,
     GROUPS,
     Grouping,
     alive_mask,
-    check_thresholds,
-    group_features,
     is_bimodal,
     modality_dominance,
     unit_scale,
@@ -66,8 +61,9 @@ from .monosemanticity import (
     random_embsim,
 )
 from .naming import feature_names
+from .rules import RuleSettings, apply_rule
 from .stats import FeatureStats, RatioStats
-from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
+from .uncertainty import SignFlipTest
 
 M_SWEEP = (5, 10, 20, 50)
 
@@ -156,14 +152,12 @@ def analyze(
     ``summary.json`` and ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest
     activations, sorted).
     """
-    if rule not in ALL_RULES:
-        raise MonoscopeError(
-            f"unknown grouping rule {rule!r}; expected one of {', '.join(ALL_RULES)}"
-        )
     if definition not in DEFINITIONS:
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
     try:
-        check_thresholds(low, high)
+        settings = RuleSettings(
+            rule, low, high, quantile, fdr, min_firings, pseudo_firings, min_effect, permutations
+        )
     except ValueError as e:
         raise MonoscopeError(str(e)) from None
     device = resolve_device(device)
@@ -197,7 +191,12 @@ def analyze(
     if not alive.any():
         raise MonoscopeError("no feature is active on this store: nothing to analyse")
     mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean)
-    ev = evidence(moments, low, high, prior=pseudo_firings)
+    try:
+        grouping, q, ev = apply_rule(
+            settings, moments, unit_scale(mds, definition), test.p_values() if test else None
+        )
+    except ValueError as e:
+        raise MonoscopeError(str(e)) from None
     to_def = (lambda r: 2 * r - 1) if definition == "signed" else (lambda r: r)
     columns: dict[str, np.ndarray] = {
         "feature": np.arange(k),
@@ -208,21 +207,6 @@ def analyze(
         "mds_ci_low": to_def(ev.ci_low),
         "mds_ci_high": to_def(ev.ci_high),
     }
-    grouping, q = _group(
-        rule,
-        unit_scale(mds, definition),
-        ev,
-        test,
-        low,
-        high,
-        quantile,
-        fdr,
-        min_firings,
-        min_effect,
-        definition,
-    )
-    if rule != "evidence":
-        ev = evidence(moments, grouping.low, grouping.high, prior=pseudo_firings)
     columns.update(p_img=ev.p_img, p_txt=ev.p_txt)
     if q is not None:
         columns["q_value"] = q
@@ -302,33 +286,6 @@ def analyze(
         warnings.warn(note, stacklevel=2)
     write_json(out / "summary.json", summary)
     return out
-
-
-def _group(
-    rule: str,
-    mds01: np.ndarray,
-    ev: Evidence,
-    test: SignFlipTest | None,
-    low: float,
-    high: float,
-    quantile: float,
-    fdr: float,
-    min_firings: int,
-    min_effect: float,
-    definition: str,
-) -> tuple[Grouping, np.ndarray | None]:
-    """The grouping of ``rule`` and its q-values (evidence and test rules)."""
-    if rule == "evidence":
-        v = evidence_verdicts(ev, low, high, fdr=fdr, min_firings=min_firings)
-        return Grouping(v.verdicts, "evidence", low, high), v.q_values
-    if rule == "test":
-        assert test is not None
-        q = benjamini_hochberg(np.where(np.isfinite(mds01), test.p_values(), np.nan))
-        return group_by_test(mds01, q, fdr, min_effect), q
-    try:
-        return group_features(mds01, rule, low=low, high=high, quantile=quantile, warn=False), None
-    except ValueError as e:
-        raise MonoscopeError(str(e)) from None
 
 
 def _confidence(ev: Evidence, groups: np.ndarray) -> np.ndarray:

@@ -45,9 +45,10 @@ from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
 from ..featuremaps.train import METHODS
 from ..store import Store, StoreWriter
-from .evidence import PSEUDO_FIRINGS, PairMoments, evidence, evidence_verdicts, expected_counts
-from .mds import GROUPS, RULES, group_features
-from .uncertainty import SignFlipTest, benjamini_hochberg, group_by_test
+from .evidence import PairMoments, evidence, expected_counts
+from .mds import ALL_RULES, GROUPS
+from .rules import RuleSettings, apply_rule
+from .uncertainty import SignFlipTest
 
 DEFAULT_METHODS = METHODS
 MATCH_MIN_COSINE = 0.7  # a learned direction this close to an atom can be matched to it
@@ -340,37 +341,6 @@ def _activations(
     )
 
 
-def rule_groups(
-    rule: str,
-    moments: PairMoments,
-    a_img: torch.Tensor,
-    a_txt: torch.Tensor,
-    *,
-    low: float = 0.25,
-    high: float = 0.75,
-    quantile: float = 0.2,
-    fdr: float = 0.05,
-    min_firings: int = 10,
-    prior: float = PSEUDO_FIRINGS,
-    permutations: int = 500,
-    seed: int = 0,
-) -> tuple[np.ndarray, float, float]:
-    """Verdicts of one grouping rule and the thresholds it used."""
-    mds = moments.mds
-    if rule == "evidence":
-        ev = evidence(moments, low, high, prior=prior)
-        v = evidence_verdicts(ev, low, high, fdr=fdr, min_firings=min_firings)
-        return v.verdicts, low, high
-    if rule == "test":
-        test = SignFlipTest(len(mds), permutations, seed)
-        test.update(a_img, a_txt)
-        q = benjamini_hochberg(np.where(np.isfinite(mds), test.p_values(), np.nan))
-        g = group_by_test(mds, q, fdr)
-        return g.groups, g.low, g.high
-    g = group_features(mds, rule, low=low, high=high, quantile=quantile, warn=False)
-    return g.groups, g.low, g.high
-
-
 def _region(mds: np.ndarray, low: float, high: float) -> np.ndarray:
     g = np.full(mds.shape, "CrossD", dtype=object)
     g[mds > high] = "ImgD"
@@ -385,7 +355,7 @@ def score_featuremap(
     n_pairs: int,
     replicates: int = 10,
     population: int | None = None,
-    rules: tuple[str, ...] = ("evidence", *RULES, "test"),
+    rules: tuple[str, ...] = ALL_RULES,
     seed: int = 0,
     rule_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -393,14 +363,13 @@ def score_featuremap(
     shares, intervals and counts over ``replicates`` fresh datasets of ``n_pairs`` pairs,
     against each feature's population MDS (on ``population`` fresh pairs, default 20 x n)."""
     fmap = fmap.cpu().eval()
-    options = {"low": 0.25, "high": 0.75, **(rule_options or {})}
-    low, high = options["low"], options["high"]
+    base = RuleSettings(**{"permutations": 500, **(rule_options or {})})
     population = population or 20 * n_pairs
     pop = encode_pairs(fmap, *world.sample(population, seed + 10_000)[:2])
     pop_mds = pop.mds
     cos = world.atoms @ feature_directions(fmap).T
     match = match_atoms(cos, pop.fired_any > 0)
-    truth_groups = world.groups(low, high)
+    truth_groups = world.groups(base.low, base.high)
     per_rule: dict[str, dict[str, list[Any]]] = {r: {} for r in rules}
     for r in range(replicates):
         image, text, _, _ = world.sample(n_pairs, seed + 1 + r)
@@ -408,19 +377,18 @@ def score_featuremap(
         m = PairMoments.of(a_img.numpy(), a_txt.numpy())
         alive = (m.fired_any > 0) & np.isfinite(pop_mds)
         n_alive = max(int(alive.sum()), 1)
-        ev = evidence(m, low, high, prior=options.get("prior", PSEUDO_FIRINGS))
-        inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
+        p_values = None
+        if "test" in rules:
+            test = SignFlipTest(len(pop_mds), base.permutations, seed + r)
+            test.update(a_img, a_txt)
+            p_values = test.p_values()
         for rule in rules:
-            verdicts, lo, hi = rule_groups(rule, m, a_img, a_txt, seed=seed + r, **options)
+            grouping, _, ev = apply_rule(replace(base, rule=rule), m, m.mds, p_values)
+            verdicts = grouping.groups
             acc = per_rule[rule]
             acc.setdefault("macro_f1", []).append(matched_f1(truth_groups, match, verdicts))
-            true_region = _region(pop_mds, lo, hi)
-            rule_ev = (
-                ev
-                if (lo, hi) == (low, high)
-                else evidence(m, lo, hi, prior=options.get("prior", PSEUDO_FIRINGS))
-            )
-            estimated = expected_counts(rule_ev, mask=alive)
+            true_region = _region(pop_mds, grouping.low, grouping.high)
+            estimated = expected_counts(ev, mask=alive)
             errors, covered = [], []
             for g in GROUPS:
                 true_count = int((alive & (true_region == g)).sum())
@@ -439,6 +407,8 @@ def score_featuremap(
             acc.setdefault("confident_share", []).append(
                 float((alive & np.isin(verdicts, GROUPS)).sum()) / n_alive
             )
+        ev = evidence(m, base.low, base.high, prior=base.pseudo_firings)
+        inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
         strata = per_rule[rules[0]].setdefault("_strata", [])
         strata.append((m.fired_any[alive], inside[alive]))
     fired = np.concatenate([f for f, _ in per_rule[rules[0]]["_strata"]])
