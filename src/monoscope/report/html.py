@@ -410,7 +410,7 @@ def _figures(
 ) -> list[tuple[str, str, Markup, str]]:
     """(title, css class, inline SVG, caption) of the modality map; none without alive
     features."""
-    alive = [f for f in features if f.alive and f.group in plots.GROUPS]
+    alive = [f for f in features if f.alive and f.group in plots.VERDICTS]
     if not alive:
         return []
     grouping = summary.get("grouping") or {}
@@ -429,7 +429,8 @@ def _figures(
             "Group sizes",
             "",
             Markup(plots.group_sizes(summary.get("groups") or {})),
-            "Whiskers: 95% bootstrap CI of the count.",
+            "Bars: confident verdicts, undetermined and rare features. Diamonds: the estimated "
+            "number of alive features whose MDS lies in each group's region, with its 95% CI.",
         ),
     ]
     if any(f.ci for f in alive):
@@ -440,7 +441,7 @@ def _figures(
                 "MDS with 95% CI, per feature",
                 "",
                 Markup(plots.mds_intervals(mds, lo, hi, labels, low, high)),
-                "Each feature's bootstrap interval, features ranked by MDS.",
+                "Each feature's 95% Fieller interval, features ranked by MDS.",
             )
         )
     freq_img = np.array([f.freq_img for f in alive])
@@ -499,7 +500,7 @@ def _details(summary: Mapping[str, Any], analysis_dir: Path) -> list[tuple[str, 
     """Settings-and-provenance tables."""
     settings = {
         k: summary[k]
-        for k in ("mds", "grouping", "bootstrap", "top_m", "top_kept", "seed", "n_pairs")
+        for k in ("mds", "grouping", "intervals", "top_m", "top_kept", "seed", "n_pairs")
         if summary.get(k) is not None
     }
     if isinstance(summary.get("metrics"), Mapping) and "evaluator" in summary["metrics"]:
@@ -549,6 +550,7 @@ def _ablation_view(ablation: Mapping[str, Any]) -> dict[str, Any] | None:
         "baseline": [ablation["baseline"][n] for n in names],
         "rows": rows,
         "settings": settings,
+        "left_out": {k: v for k, v in (ablation.get("left_out") or {}).items() if v},
     }
 
 

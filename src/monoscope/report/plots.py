@@ -115,7 +115,7 @@ def mds_histogram(
         fig = Figure(figsize=(5.8, 3.0), layout="constrained")
         ax = fig.add_subplot()
         bins = np.linspace(0.0, 1.0, 41)
-        present = [g for g in GROUPS if np.any(groups_arr == g)]
+        present = [g for g in VERDICTS if np.any(groups_arr == g)]
         ax.hist(
             [mds[groups_arr == g] for g in present],
             bins=bins,
@@ -144,7 +144,7 @@ def mds_intervals(
     low: float | None,
     high: float | None,
 ) -> str:
-    """Every alive feature's MDS with its 95% bootstrap CI, features ranked by MDS."""
+    """Every alive feature's MDS with its 95% interval, features ranked by MDS."""
     groups_arr = np.asarray(groups)
     order = np.argsort(mds, kind="stable")
     x = np.empty(len(order))
@@ -152,7 +152,7 @@ def mds_intervals(
     with mpl.rc_context(MPL_STYLE):
         fig = Figure(figsize=(3.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
-        for g in GROUPS:
+        for g in VERDICTS:
             sel = (groups_arr == g) & np.isfinite(ci_low) & np.isfinite(ci_high)
             if np.any(sel):
                 ax.vlines(
@@ -186,26 +186,33 @@ def group_ci(entry: Mapping[str, Any]) -> tuple[float, float] | None:
 
 
 def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
-    """Horizontal bars of group counts, with CI whiskers where the summary has them."""
-    names = [g for g in GROUPS if g in groups]
+    """Horizontal bars of verdict counts (undetermined and rare included); for the three
+    groups, a diamond at the estimated number of features in the region with its 95% CI
+    (``estimate``/``ci``; older summaries: whiskers of ``ci`` around the count)."""
+    names = [g for g in VERDICTS if g in groups]
     counts = [float(groups[g].get("count", 0)) for g in names]
     total = sum(counts) or 1.0
     with mpl.rc_context(MPL_STYLE):
-        fig = Figure(figsize=(3.4, 3.0), layout="constrained")
+        fig = Figure(figsize=(3.6, 0.5 + 0.5 * len(names)), layout="constrained")
         ax = fig.add_subplot()
         y = np.arange(len(names))[::-1]
         ax.barh(y, counts, color=[GROUP_COLORS[g] for g in names], height=0.62)
         right_max = 1.0
         for yi, g, c in zip(y, names, counts, strict=True):
             ci = group_ci(groups[g])
+            est = groups[g].get("estimate")
+            centre = float(est) if _finite(est) else c
             if ci is not None:
                 ax.errorbar(
-                    c,
+                    centre,
                     yi,
-                    xerr=[[max(c - ci[0], 0.0)], [max(ci[1] - c, 0.0)]],
+                    xerr=[[max(centre - ci[0], 0.0)], [max(ci[1] - centre, 0.0)]],
                     color=INK,
                     capsize=3,
                     linewidth=1,
+                    marker="D" if _finite(est) else None,
+                    markersize=4,
+                    markerfacecolor="white",
                 )
             right = max(c, ci[1] if ci else c)
             right_max = max(right_max, right)
@@ -219,7 +226,7 @@ def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
                 color=INK,
             )
         ax.set_yticks(y, names)
-        ax.set_xlabel("features (whiskers: 95% CI)")
+        ax.set_xlabel("features (bars: verdicts; ◇: estimate, 95% CI)")
         ax.set_xlim(0, right_max * 1.45)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
@@ -229,7 +236,7 @@ def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
 def _scatter_groups(ax: Any, x: np.ndarray, y: np.ndarray, groups_arr: np.ndarray) -> None:
     n = len(x)
     size = 18 if n < 300 else 9 if n < 2000 else 5
-    for g in GROUPS:
+    for g in VERDICTS:
         sel = groups_arr == g
         if np.any(sel):
             ax.scatter(
