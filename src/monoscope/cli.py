@@ -207,7 +207,7 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument(
         "--min-firings",
         type=_positive_int,
-        default=10,
+        default=40,
         help="pairs a feature must fire on to get a verdict; fewer: rare (evidence)",
     )
     p.add_argument(

@@ -33,7 +33,7 @@ from .uncertainty import benjamini_hochberg
 
 UNDETERMINED, RARE, DEAD = "undetermined", "rare", "dead"
 PSEUDO_FIRINGS = 0.5  # chosen on the planted clip profile (docs/method.md)
-MIN_FIRINGS = 10
+MIN_FIRINGS = 40  # chosen on the planted clip and null profiles (docs/method.md)
 VERDICTS = (*GROUPS, UNDETERMINED, RARE)
 
 
