@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import torch
 
 from monoscope.featuremaps import load_featuremap
@@ -41,3 +45,11 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """max |a - b| <= TOL * max(1, max |b|)."""
     return max_diff(a, b) <= TOL * max(1.0, float(b.detach().abs().max()))
+
+
+def require(module: str) -> ModuleType:
+    """``pytest.importorskip``, except that with MONOSCOPE_REQUIRE_EXTRAS=1 (the environment
+    ``make test-openclip`` builds for these libraries) a missing module fails the test."""
+    if os.environ.get("MONOSCOPE_REQUIRE_EXTRAS") == "1":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

@@ -286,7 +286,8 @@ def test_torch_state_dicts_are_read_without_unpickling_code(tmp_path):
 
 
 def test_dictionary_learning_layout(tmp_path):
-    """AutoEncoder: relu(encoder(x - bias)), decoder(z) + bias (nn.Linear weights)."""
+    """AutoEncoder: relu(encoder(x - bias)), decoder(z) + bias (nn.Linear weights); codes as
+    from_pretrained gives them, with the decoder's column norms folded into the encoder."""
     g = torch.Generator().manual_seed(0)
     sd = {
         "encoder.weight": torch.randn(K, D, generator=g),
@@ -299,8 +300,9 @@ def test_dictionary_learning_layout(tmp_path):
     fm = imported("dictionary_learning", tmp_path / "trainer_0", tmp_path)  # no config.json
     x = inputs(D)
     z = torch.relu((x - sd["bias"]) @ sd["encoder.weight"].T + sd["encoder.bias"])
-    assert close(fm.encode(x), z)
-    assert close(fm.decode(z), z @ sd["decoder.weight"].T + sd["bias"])
+    norms = sd["decoder.weight"].norm(dim=0)
+    assert close(fm.encode(x), z * norms)
+    assert close(fm.decode(z * norms), z @ sd["decoder.weight"].T + sd["bias"])
     prov = json.loads((tmp_path / "fm-dictionary_learning" / "config.json").read_text())["imported"]
     assert (
         prov["reader"] == "torch.load(weights_only=True)" and prov["architecture"] == "AutoEncoder"

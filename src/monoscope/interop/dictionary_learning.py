@@ -3,7 +3,8 @@
 
 The class comes from ``config.json`` (``trainer.dict_class``), else from the state dict's keys:
 
-- ``AutoEncoder``: ``relu(encoder(x - bias))``, ``decoder(z) + bias`` -> ``sae-relu``
+- ``AutoEncoder``: ``relu(encoder(x - bias))``, ``decoder(z) + bias`` -> ``sae-relu``, decoder
+  norms folded into the encoder as ``AutoEncoder.from_pretrained`` does by default
 - ``AutoEncoderNew``: ``relu(encoder(x))``, ``decoder(z)`` (decoder bias) -> ``sae-relu``
 - ``AutoEncoderTopK``: TopK of ``relu(encoder(x - b_dec))`` -> ``sae-topk``
 - ``BatchTopKSAE``, ``MatryoshkaBatchTopKSAE``: ``relu(pre) * (relu(pre) > threshold)`` at
@@ -75,10 +76,15 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
             raise MonoscopeError(f"{name}: tensor {key!r} contains NaN or infinite values")
         return t.float()
 
-    threshold, hparams, subtract = None, {}, True
+    threshold, hparams, subtract, folded = None, {}, True, []
     if cls == "AutoEncoder":
         kind, W_enc, b_enc = "sae-relu", get("encoder.weight").T, get("encoder.bias")
         W_dec, b_dec = get("decoder.weight").T, get("bias")
+        norms = W_dec.norm(dim=1)
+        if not torch.allclose(norms, torch.ones_like(norms)):
+            # AutoEncoder.from_pretrained normalises the decoder by default (same x^).
+            W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
+            folded.append("decoder norms into the encoder (as AutoEncoder.from_pretrained does)")
     elif cls == "AutoEncoderNew":
         kind, W_enc, b_enc = "sae-relu", get("encoder.weight").T, get("encoder.bias")
         W_dec, b_dec, subtract = get("decoder.weight").T, get("decoder.bias"), False
@@ -132,9 +138,8 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
             if "norm_factor" in trainer
             else "none"
         ),
-        "folded": []
-        if subtract
-        else ["b_dec @ W_enc into b_enc (the encoder input is not centred)"],
+        "folded": folded
+        + ([] if subtract else ["b_dec @ W_enc into b_enc (the encoder input is not centred)"]),
         "lm_name": trainer.get("lm_name"),
         "layer": trainer.get("layer"),
     }

@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .._util import MonoscopeError, atomic_write, read_json, write_json
 from ..featuremaps.base import FeatureMap, load_featuremap
 from ..featuremaps.sae import BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TopKSAE
@@ -112,9 +110,9 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
             threshold = threshold[0]
             kind = "sae-batchtopk" if train_arch == "batchtopk" else "sae-matryoshka"
             hparams = {"k": max(1, round(float(details["k"])))}
-            widths = details.get("matryoshka_widths")
+            widths = details.get("matryoshka_widths")  # SAELens: nested prefix sizes
             if kind == "sae-matryoshka" and widths:
-                hparams["prefixes"] = [int(w) for w in torch.tensor(widths).cumsum(0).tolist()]
+                hparams["prefixes"] = [int(w) for w in widths]
         else:
             kind = "sae-jumprelu"
     apply_b = bool(cfg.get("apply_b_dec_to_input", True))
@@ -158,8 +156,7 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
         )
         meta["training_architecture_details"] = {"k": fmap.k}
         if isinstance(fmap, MatryoshkaSAE):
-            widths = torch.tensor(fmap.prefixes).diff(prepend=torch.tensor([0])).tolist()
-            meta["training_architecture_details"]["matryoshka_widths"] = widths
+            meta["training_architecture_details"]["matryoshka_widths"] = list(fmap.prefixes)
     elif isinstance(fmap, JumpReLUSAE):
         arch, thr = "jumprelu", fmap.log_threshold.double().exp()
     elif isinstance(fmap, TopKSAE):
