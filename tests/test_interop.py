@@ -154,6 +154,8 @@ def test_export_refuses_other_maps(tmp_path):
     IdentityMap(D).save(tmp_path / "id")
     with pytest.raises(MonoscopeError, match="cannot be exported"):
         export_sae("saelens", tmp_path / "id", tmp_path / "out")
+    with pytest.raises(MonoscopeError, match="other files"):
+        export_sae("saelens", tmp_path / "id", tmp_path / "id")
 
 
 # --- layouts written by hand to each library's documented format ----------------------------

@@ -139,11 +139,11 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
     """Write a monoscope SAE as a SAELens checkpoint (``SAE.load_from_disk(out)`` loads it)."""
     from safetensors.torch import save_file
 
-    src = fmap if isinstance(fmap, (str, Path)) else None
-    if src is not None:
-        fmap = load_featuremap(src)
-    assert isinstance(fmap, FeatureMap)
-    s = fmap.scale.double() if hasattr(fmap, "scale") else None
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - {CFG, WEIGHTS}):
+        raise MonoscopeError(f"{out}: exists and holds other files than a SAELens checkpoint")
+    if not isinstance(fmap, FeatureMap):
+        fmap = load_featuremap(fmap)
     meta: dict[str, Any] = {
         "sae_lens_version": SCHEMA_VERSION,
         "exported_from": f"monoscope {fmap.kind}",
@@ -169,7 +169,7 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
             f"a {fmap.kind!r} feature map cannot be exported to SAELens "
             "(sae-relu, sae-topk, sae-batchtopk, sae-jumprelu, sae-matryoshka can)"
         )
-    assert s is not None
+    s = fmap.scale.double()
     # SAELens: pre = (x - b_dec) @ W_enc + b_enc, x^ = z @ W_dec + b_dec; monoscope scales the
     # centred input by s, so W_enc * s and W_dec / s carry that scale.
     tensors = {
@@ -192,7 +192,6 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
         **extra,
         "metadata": meta,
     }
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {n: t.detach().cpu().contiguous() for n, t in tensors.items()}
     atomic_write(out / WEIGHTS, lambda p: save_file(tensors, str(p)))
