@@ -203,3 +203,4 @@ def test_embed_cli_with_hf_hub_name(tiny, tmp_path):
         got = torch.from_numpy(store.load(modality)).float()
         torch.testing.assert_close(got, torch.nn.functional.normalize(ref, dim=1))
     assert store.manifest["model"]["id"] == "hf-hub:monoscope/tiny-clip"
+    assert store.manifest["model"]["revision"] == rev  # the cached snapshot's commit
