@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import ToyEncoder
 from interop_helpers import close, imported, inputs
 from monoscope import cli
 from monoscope._util import MonoscopeError
+from monoscope.analysis.ablation import ablate
 from monoscope.featuremaps import load_featuremap
 from monoscope.featuremaps.sae import BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TopKSAE
 from monoscope.interop import EXPORT_FORMATS, IMPORT_FORMATS, export_sae, import_sae
@@ -331,7 +333,8 @@ def test_dictionary_learning_layout(tmp_path):
 
 
 def test_imported_map_through_analyze_and_report(small_store, tmp_path):
-    """A SAELens-layout checkpoint imported with the CLI, analysed and reported like a native map."""
+    """A SAELens-layout checkpoint imported with the CLI, analysed, ablated and reported like a
+    native map."""
     m = _trained_like(TopKSAE, k=4)
     m.save(tmp_path / "native")
     assert (
@@ -371,11 +374,25 @@ def test_imported_map_through_analyze_and_report(small_store, tmp_path):
         )
         == 0
     )
+    abl = ablate(
+        small_store,
+        fm,
+        tmp_path / "abl",
+        analysis=an,
+        model=ToyEncoder(),
+        label_keys=["parity"],
+        control_seeds=2,
+        device="cpu",
+        progress=False,
+    )
     html = tmp_path / "report.html"
-    assert cli.main(["report", "--analysis", str(an), "--out", str(html)]) == 0
+    assert (
+        cli.main(["report", "--analysis", str(an), "--ablation", str(abl), "--out", str(html)]) == 0
+    )
     assert html.stat().st_size > 1000
     summary = json.loads((an / "summary.json").read_text())
     assert summary["n_features"] == K
+    assert "ImgD" in json.loads((abl / "ablation.json").read_text())["removals"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
