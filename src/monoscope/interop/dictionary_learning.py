@@ -14,7 +14,7 @@ The class comes from ``config.json`` (``trainer.dict_class``), else from the sta
 - ``GatedAutoEncoder`` is refused.
 
 ``trainSAE(normalize_activations=True)`` scales the biases by the norm factor before saving, so
-the checkpoint already works on raw activations; the factor is recorded in the provenance.
+the checkpoint already works on raw activations.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         )
     else:
         raise MonoscopeError(f"dictionary_learning class {cls!r} is not supported")
+    dtype = next(t.dtype for t in sd.values() if t.is_floating_point())
     fmap = _common.build(ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, subtract, threshold, hparams))
     trainer = config.get("trainer") or {}
     files = [weights] + ([folder / CONFIG] if (folder / CONFIG).is_file() else [])
@@ -132,12 +133,8 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         "files": {f.name: _common.sha256(f) for f in files},
         "reader": "torch.load(weights_only=True)",
         "architecture": cls,
-        "source_dtype": str(next(iter(sd.values())).dtype).removeprefix("torch."),
-        "normalisation": (
-            f"none (norm_factor {trainer['norm_factor']} already folded into the biases)"
-            if "norm_factor" in trainer
-            else "none"
-        ),
+        "source_dtype": str(dtype).removeprefix("torch."),
+        "normalisation": "none (a trainSAE norm factor is already in the saved biases)",
         "folded": folded
         + ([] if subtract else ["b_dec @ W_enc into b_enc (the encoder input is not centred)"]),
         "lm_name": trainer.get("lm_name"),
