@@ -139,5 +139,6 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         + ([] if subtract else ["b_dec @ W_enc into b_enc (the encoder input is not centred)"]),
         "lm_name": trainer.get("lm_name"),
         "layer": trainer.get("layer"),
+        "source_config": config,
     }
     return fmap, provenance

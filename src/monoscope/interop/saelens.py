@@ -131,6 +131,7 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         "folded": folded,
         "hook_name": meta.get("hook_name") or cfg.get("hook_name"),
         "model_name": meta.get("model_name") or cfg.get("model_name"),
+        "source_config": cfg,
     }
     return fmap, provenance
 

@@ -112,5 +112,6 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         if centred
         else ["b_dec @ W_enc into b_enc (the encoder input is not centred)"],
         "notes": notes,
+        "source_config": header,
     }
     return fmap, provenance

@@ -77,5 +77,6 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         "source_dtype": dtype,
         "normalisation": "none; b_dec subtracted from the input",
         "folded": [],
+        "source_config": cfg,
     }
     return _common.build(sae), provenance
