@@ -411,3 +411,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("monoscope: error:") and "\n" not in err
+
+
+def test_export_names_the_model_the_map_was_trained_on(tmp_path):
+    SAES["sae-topk"]().save(
+        tmp_path / "fm", extra={"training": {"store": {"model": {"id": "m/x"}}}}
+    )
+    out = export_sae("saelens", tmp_path / "fm", tmp_path / "sl")
+    meta = json.loads((out / "cfg.json").read_text())["metadata"]
+    assert meta["model_name"] == "m/x" and meta["sae_lens_version"] == "6.0.0"

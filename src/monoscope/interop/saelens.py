@@ -143,12 +143,17 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - {CFG, WEIGHTS}):
         raise MonoscopeError(f"{out}: exists and holds other files than a SAELens checkpoint")
+    model_name = None
     if not isinstance(fmap, FeatureMap):
+        store = (read_json(Path(fmap) / "config.json").get("training") or {}).get("store") or {}
+        model_name = (store.get("model") or {}).get("id")
         fmap = load_featuremap(fmap)
     meta: dict[str, Any] = {
         "sae_lens_version": SCHEMA_VERSION,
         "exported_from": f"monoscope {fmap.kind}",
     }
+    if model_name:  # the dual encoder whose embeddings the map was trained on
+        meta["model_name"] = model_name
     extra: dict[str, Any] = {}
     if isinstance(fmap, MatryoshkaSAE | BatchTopKSAE):
         arch, thr = "jumprelu", fmap.threshold.double().clamp_min(0).expand(fmap.latents)
