@@ -420,3 +420,27 @@ def test_export_names_the_model_the_map_was_trained_on(tmp_path):
     out = export_sae("saelens", tmp_path / "fm", tmp_path / "sl")
     meta = json.loads((out / "cfg.json").read_text())["metadata"]
     assert meta["model_name"] == "m/x" and meta["sae_lens_version"] == "6.0.0"
+
+
+def test_input_scale(tmp_path):
+    """--input-scale S: the source saw S x; monoscope's scale is S and b_pre = b_dec / S."""
+    src = _saelens_dir(tmp_path, {})
+    fm = tmp_path / "fm"
+    assert (
+        cli.main(
+            ["import-sae", "--format", "saelens", str(src), "--out", str(fm), "--input-scale", "4"]
+        )
+        == 0
+    )
+    m = load_featuremap(fm)
+    t = __import__("safetensors.torch", fromlist=["x"]).load_file(
+        str(src / "sae_weights.safetensors")
+    )
+    x = inputs(D)
+    z = torch.relu((4 * x - t["b_dec"]) @ t["W_enc"] + t["b_enc"])
+    assert close(m.encode(x), z)
+    assert close(m.decode(z), (z @ t["W_dec"] + t["b_dec"]) / 4)
+    assert json.loads((fm / "config.json").read_text())["imported"]["input_scale"] == 4.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(MonoscopeError, match="positive"):
+            import_sae("saelens", src, tmp_path / "x", input_scale=bad)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from interop_helpers import close, imported, inputs, randomise, require
-from monoscope.interop import export_sae
+from monoscope._util import MonoscopeError
+from monoscope.featuremaps import load_featuremap
+from monoscope.interop import export_sae, import_sae
 
 sl = require("sae_lens")
 
@@ -114,3 +116,31 @@ def test_export_loads_in_saelens(kind, tmp_path):
         assert close(ref.encode(x), z)
         assert close(ref.decode(z), m.decode(z))
         assert close(ref(x), m.decode(z))
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
+def test_unfolded_scaling_factor_given_as_input_scale(arch, tmp_path):
+    """normalize_activations=expected_average_only_in saved unfolded: the factor is given with
+    input_scale and lands in monoscope's input scale; the reference is SAELens's own
+    fold_activation_norm_scaling_factor of the same SAE."""
+    kw = {"d_in": D, "d_sae": K, "normalize_activations": "expected_average_only_in"}
+    cls, cfg_cls = {
+        "standard": (sl.StandardSAE, sl.StandardSAEConfig),
+        "topk": (sl.TopKSAE, sl.TopKSAEConfig),
+        "jumprelu": (sl.JumpReLUSAE, sl.JumpReLUSAEConfig),
+    }[arch]
+    sae = randomise(cls(cfg_cls(**kw, **({"k": 8} if arch == "topk" else {}))))
+    sae.save_model(tmp_path / "sae")
+    with pytest.raises(MonoscopeError, match="--input-scale"):
+        import_sae("saelens", tmp_path / "sae", tmp_path / "x")
+    factor = 2.5
+    out = import_sae("saelens", tmp_path / "sae", tmp_path / "fm", input_scale=factor)
+    fm = load_featuremap(out)
+    assert float(fm.scale) == factor
+    sae.fold_activation_norm_scaling_factor(factor)  # now works on raw embeddings
+    x = inputs(D)
+    with torch.no_grad():
+        z_ref = sae.encode(x)
+        assert int((z_ref > 0).sum()) > 0
+        assert close(fm.encode(x), z_ref)
+        assert close(fm.decode(z_ref), sae.decode(z_ref))

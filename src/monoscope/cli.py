@@ -431,13 +431,19 @@ def _add_import_sae(sub: Any) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="feature-map directory")
     p.add_argument("--overwrite", action="store_true", help="replace a feature map in --out")
+    p.add_argument(
+        "--input-scale",
+        type=float,
+        help="the SAE was trained on embeddings multiplied by this dataset factor, which its "
+        "checkpoint does not hold",
+    )
     p.set_defaults(run=_run_import_sae)
 
 
 def _run_import_sae(a: argparse.Namespace) -> list[Path]:
     from .interop import import_sae
 
-    return [import_sae(a.format, a.src, a.out, overwrite=a.overwrite)]
+    return [import_sae(a.format, a.src, a.out, overwrite=a.overwrite, input_scale=a.input_scale)]
 
 
 def _add_export_sae(sub: Any) -> None:

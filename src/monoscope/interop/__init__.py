@@ -23,14 +23,27 @@ def _module(fmt: str, formats: tuple[str, ...]):  # noqa: ANN202
     return importlib.import_module(f".{fmt}", __name__)
 
 
-def import_sae(fmt: str, src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Read the ``fmt`` checkpoint at ``src`` and save it as a feature map in ``out``."""
+def import_sae(
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    input_scale: float | None = None,
+) -> Path:
+    """Read the ``fmt`` checkpoint at ``src`` and save it as a feature map in ``out``.
+
+    ``input_scale``: the SAE was trained on embeddings multiplied by this dataset factor, which
+    its checkpoint does not hold (e.g. SAELens ``expected_average_only_in`` left unfolded).
+    """
     from ._common import write
 
     src = Path(src)
     if not src.exists():
         raise MonoscopeError(f"{src}: not found")
-    fmap, provenance = _module(fmt, IMPORT_FORMATS).read(src)
+    fmap, provenance = _module(fmt, IMPORT_FORMATS).read(src, input_scale=input_scale)
+    if input_scale is not None:
+        provenance["input_scale"] = float(input_scale)
     return write(fmap, out, provenance, overwrite=overwrite)
 
 

@@ -8,7 +8,8 @@ A foreign SAE is described by :class:`ForeignSAE` in the source's own terms::
     x^  = z @ W_dec + b_dec
 
 and mapped onto monoscope's ``x~ = (x - b_pre) * scale``, ``pre = x~ @ W_enc + b_enc``,
-``x^ = z @ W_dec / scale + b_pre`` (featuremaps/sae.py) with ``b_pre = b_dec`` and ``scale = 1``.
+``x^ = z @ W_dec / scale + b_pre`` (featuremaps/sae.py) with ``b_pre = b_dec`` and ``scale = 1``
+(or a dataset factor given as ``input_scale``).
 A source that does not subtract ``b_dec`` before encoding has it folded into the encoder bias
 (``b_enc + b_dec @ W_enc``, computed in float64), so its codes stay the same function of x.
 Decoder rows are kept as they are (not renormalised): renormalising would rescale the codes and,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,8 +104,16 @@ def need(
     return t
 
 
-def build(sae: ForeignSAE) -> SparseAutoencoder:
-    """The monoscope SAE computing the same codes and reconstructions as ``sae``."""
+def build(sae: ForeignSAE, input_scale: float | None = None) -> SparseAutoencoder:
+    """The monoscope SAE computing the same codes and reconstructions as ``sae``.
+
+    ``input_scale`` S: the source was trained on embeddings multiplied by S, a dataset factor
+    its checkpoint does not hold; then ``scale = S`` and ``b_pre = b_dec / S``, so that
+    ``x~ = S x - b_dec`` and ``x^ = (z @ W_dec + b_dec) / S``.
+    """
+    if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
+        raise MonoscopeError(f"--input-scale must be a positive number, not {input_scale}")
+    s = 1.0 if input_scale is None else float(input_scale)
     d, k = sae.W_enc.shape
     if tuple(sae.W_dec.shape) != (k, d) or sae.b_enc.shape != (k,) or sae.b_dec.shape != (d,):
         raise MonoscopeError(
@@ -121,8 +131,8 @@ def build(sae: ForeignSAE) -> SparseAutoencoder:
         "W_enc": sae.W_enc,
         "b_enc": b_enc,
         "W_dec": sae.W_dec,
-        "b_pre": sae.b_dec,
-        "scale": torch.ones(()),
+        "b_pre": (sae.b_dec.double() / s).float(),
+        "scale": torch.tensor(s),
     }
     if sae.kind == "sae-jumprelu":
         assert sae.threshold is not None

@@ -55,7 +55,7 @@ def _dict_class(config: dict[str, Any], keys: set[str], src: Path) -> str:
     )
 
 
-def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
+def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap, dict[str, Any]]:
     src = Path(src)
     weights = src / WEIGHTS if src.is_dir() else src
     folder = weights.parent
@@ -124,7 +124,9 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
     else:
         raise MonoscopeError(f"dictionary_learning class {cls!r} is not supported")
     dtype = next(t.dtype for t in sd.values() if t.is_floating_point())
-    fmap = _common.build(ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, subtract, threshold, hparams))
+    fmap = _common.build(
+        ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, subtract, threshold, hparams), input_scale
+    )
     trainer = config.get("trainer") or {}
     files = [weights] + ([folder / CONFIG] if (folder / CONFIG).is_file() else [])
     provenance = {

@@ -34,7 +34,7 @@ _NORMS = {
     "layer_norm": "per-sample layer norm is not an affine map of the embedding",
     "constant_norm_rescale": "per-sample norm rescaling is not an affine map of the embedding",
     "expected_average_only_in": "the scaling factor was not folded into the weights and is not in "
-    "the checkpoint (fold it with SAE.fold_activation_norm_scaling_factor and save again)",
+    "the checkpoint: give it with --input-scale, or fold it (SAE.fold_activation_norm_scaling_factor)",
     "covariance_whitening": "the whitening was not folded into the weights and is not in the "
     "checkpoint (fold it with SAE.fold_activation_whitening and save again)",
 }
@@ -52,7 +52,7 @@ def _architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
     return arch, k
 
 
-def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
+def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap, dict[str, Any]]:
     """The monoscope feature map equal to the SAELens SAE in directory ``src``, and its provenance."""
     src = Path(src)
     cfg = read_json(src / CFG)
@@ -67,7 +67,7 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
             f"SAELens architecture {arch!r} is not supported (standard, topk, jumprelu)"
         )
     norm = cfg.get("normalize_activations") or "none"
-    if norm != "none":
+    if norm != "none" and not (norm == "expected_average_only_in" and input_scale is not None):
         why = _NORMS.get(norm, "unknown normalisation")
         raise MonoscopeError(f"SAELens normalize_activations={norm!r} cannot be imported: {why}")
     if (cfg.get("reshape_activations") or "none") != "none":
@@ -118,7 +118,9 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
     apply_b = bool(cfg.get("apply_b_dec_to_input", True))
     if not apply_b:
         folded.append("b_dec @ W_enc into b_enc (apply_b_dec_to_input is false)")
-    fmap = _common.build(ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, apply_b, threshold, hparams))
+    fmap = _common.build(
+        ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, apply_b, threshold, hparams), input_scale
+    )
     provenance = {
         "format": "saelens",
         "source": str(src.resolve()),

@@ -55,7 +55,7 @@ def _activation(header: dict[str, Any]) -> tuple[str, dict[str, Any], int, int, 
     return str(act.get("cls")), dict(act.get("params") or {}), d, n, str(schema)
 
 
-def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
+def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap, dict[str, Any]]:
     src = Path(src)
     path = src / FILE if src.is_dir() else src
     if not path.is_file():
@@ -91,7 +91,9 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         threshold = need(sd, "activation.threshold", (), name).float()
     else:
         raise MonoscopeError(f"saev activation {cls!r} is not supported (Relu, TopK, BatchTopK)")
-    fmap = _common.build(ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, centred, threshold, hparams))
+    fmap = _common.build(
+        ForeignSAE(kind, W_enc, b_enc, W_dec, b_dec, centred, threshold, hparams), input_scale
+    )
     notes = []
     if cls == "TopK":
         notes.append("saev TopK keeps negative pre-activations among the top k; here they are 0")

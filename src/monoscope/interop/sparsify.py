@@ -35,7 +35,7 @@ def _locate(src: Path) -> Path:
     )
 
 
-def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
+def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap, dict[str, Any]]:
     src = _locate(Path(src))
     cfg = read_json(src / CFG)
     if not isinstance(cfg, dict):
@@ -79,4 +79,4 @@ def read(src: str | Path) -> tuple[FeatureMap, dict[str, Any]]:
         "folded": [],
         "source_config": cfg,
     }
-    return _common.build(sae), provenance
+    return _common.build(sae, input_scale), provenance
