@@ -116,6 +116,20 @@ def test_saelens_pre_v6_topk_config(tmp_path):
     assert (fm.encode(inputs(D)) > 0).sum(1).max() <= 3
 
 
+def test_nan_threshold_is_refused(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    t = {
+        "W_enc": torch.randn(D, K, generator=g),
+        "b_enc": torch.randn(K, generator=g),
+        "W_dec": torch.randn(K, D, generator=g),
+        "b_dec": torch.randn(D, generator=g),
+        "threshold": torch.full((K,), float("nan")),
+    }
+    src = _saelens_dir(tmp_path, {"architecture": "jumprelu"}, t)
+    with pytest.raises(MonoscopeError, match="NaN"):
+        import_sae("saelens", src, tmp_path / "fm")
+
+
 def test_damaged_weights_are_one_line(tmp_path):
     src = _saelens_dir(tmp_path, {})
     (src / "sae_weights.safetensors").write_bytes(b"garbage")
@@ -147,7 +161,10 @@ def test_provenance_and_no_clobbering(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(MonoscopeError, match="not a feature map"):
         import_sae("saelens", src, tmp_path / "other", overwrite=True)
+    (out / "metrics.json").write_text("{}")  # as a trained map has
+    (out / "checkpoints").mkdir()
     import_sae("saelens", src, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_export_refuses_other_maps(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ import torch
 from .._util import MonoscopeError
 from ..featuremaps.base import KINDS, FeatureMap, load_featuremap
 from ..featuremaps.sae import SparseAutoencoder
+
+# What a feature-map directory holds (featuremaps/train.py writes these); --overwrite removes them.
+_MAP_FILES = ("config.json", "model.safetensors", "train_log.jsonl", "metrics.json")
 
 
 @dataclass
@@ -99,7 +103,8 @@ def need(
     t = tensors[key]
     if tuple(t.shape) != shape:
         raise MonoscopeError(f"{src}: tensor {key!r} has shape {tuple(t.shape)}, expected {shape}")
-    if t.is_floating_point() and not bool(torch.isfinite(t.float()).all()) and key != "threshold":
+    bad = torch.isnan(t) if key == "threshold" else ~torch.isfinite(t)  # inf: never fires
+    if t.is_floating_point() and bool(bad.any()):
         raise MonoscopeError(f"{src}: tensor {key!r} contains NaN or infinite values")
     return t
 
@@ -162,6 +167,9 @@ def write(
             )
         if not (out / "config.json").is_file():
             raise MonoscopeError(f"{out}: not empty and not a feature map; refusing to overwrite")
+        for name in _MAP_FILES:  # no metrics or log of the map replaced survives
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     fmap.save(out, extra={"imported": provenance})
     back = load_featuremap(out)
     probe = torch.randn(4, fmap.dim, generator=torch.Generator().manual_seed(0))
