@@ -5,8 +5,9 @@ Architectures: ``standard`` (ReLU), ``topk`` (also with ``rescale_acts_by_decode
 into the weights), ``jumprelu`` (BatchTopK and Matryoshka-BatchTopK SAEs are saved as JumpReLU
 with one shared threshold: these become ``sae-batchtopk``/``sae-matryoshka`` with that exact
 threshold). Input handling: ``apply_b_dec_to_input`` either way; ``normalize_activations`` must be
-``none`` (a scaling factor that SAELens folds into the weights is already there; per-sample
-``layer_norm``/``constant_norm_rescale`` and unfolded factors are refused).
+``none`` (a scaling factor that SAELens folds into the weights is already there), or
+``expected_average_only_in`` with its factor given as ``input_scale``; per-sample
+``layer_norm``/``constant_norm_rescale`` and unfolded whitening are refused.
 """
 
 from __future__ import annotations
