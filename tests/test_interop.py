@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from conftest import ToyEncoder
 from interop_helpers import close, imported, inputs
@@ -201,12 +201,7 @@ def test_sparsify_layout(tmp_path):
     src = _sparsify_dir(tmp_path, {})
     fm = imported("sparsify", src.parent, tmp_path)  # the run directory with one hookpoint
     assert fm.kind == "sae-topk" and fm.k == 4
-    t = {
-        k: v
-        for k, v in __import__("safetensors.torch", fromlist=["x"])
-        .load_file(str(src / "sae.safetensors"))
-        .items()
-    }
+    t = load_file(str(src / "sae.safetensors"))
     x = inputs(D)
     pre = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].T + t["encoder.bias"])
     v, i = pre.topk(4, dim=1)
@@ -450,9 +445,7 @@ def test_input_scale(tmp_path):
         == 0
     )
     m = load_featuremap(fm)
-    t = __import__("safetensors.torch", fromlist=["x"]).load_file(
-        str(src / "sae_weights.safetensors")
-    )
+    t = load_file(str(src / "sae_weights.safetensors"))
     x = inputs(D)
     z = torch.relu((4 * x - t["b_dec"]) @ t["W_enc"] + t["b_enc"])
     assert close(m.encode(x), z)
