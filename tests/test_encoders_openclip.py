@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from interop_helpers import require
 from monoscope._util import MonoscopeError
 from monoscope.encoders import load_encoder
 from monoscope.encoders.openclip import OpenClipEncoder, split_spec
@@ -53,7 +54,7 @@ def test_missing_open_clip_is_a_clear_error(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(open_clip module, reference model, its eval transform, spec with a checkpoint path)."""
-    open_clip = pytest.importorskip("open_clip")
+    open_clip = require("open_clip")
     from safetensors.torch import save_file
 
     path = tmp_path_factory.mktemp("openclip")
@@ -114,3 +115,92 @@ def test_unknown_model_or_weights_are_clear_errors(tiny):
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
     with pytest.raises(MonoscopeError, match="cannot load"):
         load_encoder(f"open_clip:{NAME}/no-such-tag")
+
+
+def _save_for_hub(open_clip, model, folder) -> None:
+    """The layout open_clip reads for ``local-dir:`` and ``hf-hub:`` names (what its
+    ``push_to_hf_hub`` uploads): open_clip_config.json + open_clip_model.safetensors."""
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config_for_hf(model, folder / "open_clip_config.json", model_config=CONFIG)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, folder / "open_clip_model.safetensors")
+
+
+def _reference(open_clip, name: str, images, captions):
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    model.eval()
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([preprocess(im) for im in images]))
+        txt = model.encode_text(open_clip.get_tokenizer(name)(captions))
+    return img, txt
+
+
+def test_local_dir_matches_open_clip(tiny, tmp_path):
+    open_clip, model = tiny[0], tiny[1]
+    _save_for_hub(open_clip, model, tmp_path / "tiny")
+    name = f"local-dir:{tmp_path / 'tiny'}"
+    images = _images(4)
+    ref_img, ref_txt = _reference(open_clip, name, images, CAPTIONS)
+    enc = load_encoder(f"open_clip:{name}")
+    torch.testing.assert_close(enc.encode_images(images), ref_img)
+    torch.testing.assert_close(enc.encode_texts(CAPTIONS), ref_txt)
+    with torch.no_grad():  # the same weights as the model they were saved from
+        torch.testing.assert_close(
+            ref_txt, model.encode_text(open_clip.get_tokenizer(NAME)(CAPTIONS))
+        )
+    assert enc.info()["model_name"] == name
+
+
+def test_embed_cli_with_hf_hub_name(tiny, tmp_path):
+    """`monoscope embed --model open_clip:hf-hub:ORG/REPO` offline, from a populated HF cache;
+    the store holds open_clip's own encode_image(preprocess(img)) / encode_text(tokenizer(txt))."""
+    import subprocess
+    import sys
+
+    from monoscope.store import Store
+
+    open_clip, model = tiny[0], tiny[1]
+    cache, rev = tmp_path / "hub", "0" * 40
+    repo = cache / "models--monoscope--tiny-clip"
+    _save_for_hub(open_clip, model, repo / "snapshots" / rev)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    images = _images(3)
+    rows = []
+    for i, im in enumerate(images):
+        im.save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"image": f"{i}.png", "caption": CAPTIONS[i]}))
+    (tmp_path / "pairs.jsonl").write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "monoscope.cli",
+        "embed",
+        "--model",
+        "open_clip:hf-hub:monoscope/tiny-clip",
+    ]
+    cmd += [
+        "--data",
+        str(tmp_path / "pairs.jsonl"),
+        "--out",
+        str(tmp_path / "store"),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = Store(tmp_path / "store")
+    ref_img, ref_txt = _reference(
+        open_clip, f"local-dir:{repo / 'snapshots' / rev}", images, CAPTIONS[:3]
+    )
+    assert store.manifest["normalized"]  # embed L2-normalises by default
+    for modality, ref in (("image", ref_img), ("text", ref_txt)):
+        got = torch.from_numpy(store.load(modality)).float()
+        torch.testing.assert_close(got, torch.nn.functional.normalize(ref, dim=1))
+    assert store.manifest["model"]["id"] == "hf-hub:monoscope/tiny-clip"
+    assert store.manifest["model"]["revision"] == rev  # the cached snapshot's commit

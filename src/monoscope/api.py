@@ -16,7 +16,9 @@ from .analysis.analyze import analyze
 from .embed import embed
 from .featuremaps import load_featuremap
 from .featuremaps.train import train_featuremap as train
+from .interop import export_sae, import_sae
 from .report import render_report as report
 from .store import Store
 
 __all__ = ["Store", "analyze", "embed", "load_featuremap", "report", "train"]
+__all__ += ["export_sae", "import_sae"]

@@ -489,6 +489,54 @@ def _run_doctor(a: argparse.Namespace) -> list[Path]:
     return []
 
 
+# Formats of `import-sae`/`export-sae`, listed here so that `--help` does not import torch
+# (a test keeps them equal to monoscope.interop's).
+SAE_IMPORT_FORMATS = ("saelens", "sparsify", "saev", "dictionary_learning")
+SAE_EXPORT_FORMATS = ("saelens",)
+
+
+def _add_import_sae(sub: Any) -> None:
+    p = sub.add_parser(
+        "import-sae", help="read an SAE trained with another library as a feature map", **_fmt
+    )
+    p.add_argument("--format", required=True, choices=SAE_IMPORT_FORMATS)
+    p.add_argument(
+        "src",
+        type=Path,
+        help="saelens/sparsify: the directory with cfg.json; saev: sae.pt (or its directory); "
+        "dictionary_learning: ae.pt (or its trainer directory)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="feature-map directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a feature map in --out")
+    p.add_argument(
+        "--input-scale",
+        type=float,
+        help="the SAE was trained on embeddings multiplied by this dataset factor, which its "
+        "checkpoint does not hold",
+    )
+    p.set_defaults(run=_run_import_sae)
+
+
+def _run_import_sae(a: argparse.Namespace) -> list[Path]:
+    from .interop import import_sae
+
+    return [import_sae(a.format, a.src, a.out, overwrite=a.overwrite, input_scale=a.input_scale)]
+
+
+def _add_export_sae(sub: Any) -> None:
+    p = sub.add_parser("export-sae", help="write a feature map in another library's layout", **_fmt)
+    p.add_argument("--format", required=True, choices=SAE_EXPORT_FORMATS)
+    p.add_argument("featuremap", type=Path, help="a monoscope SAE feature-map directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.set_defaults(run=_run_export_sae)
+
+
+def _run_export_sae(a: argparse.Namespace) -> list[Path]:
+    from .interop import export_sae
+
+    return [export_sae(a.format, a.featuremap, a.out)]
+
+
 _fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
 
@@ -512,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_pocket,
         _add_doctor,
+        _add_import_sae,
+        _add_export_sae,
     ):
         add(sub)
     add_study_parsers(sub)

@@ -10,6 +10,7 @@ outputs (after the projection), float32, not normalised. Text goes through the m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,14 @@ def _import_open_clip() -> Any:
             "open_clip is not installed: pip install 'monoscope[openclip]'"
         ) from None
     return open_clip
+
+
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The commit of the cached snapshot an ``hf-hub:`` model was loaded from, if cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, "open_clip_config.json")
+    return Path(path).parent.name if isinstance(path, str) else None
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -97,6 +106,8 @@ class OpenClipEncoder:
         if self.pretrained:
             cfg = open_clip.get_pretrained_cfg(self.name, self.pretrained) or {}
             revision = cfg.get("hf_hub") or cfg.get("url") or self.pretrained
+        elif self.name.startswith("hf-hub:"):
+            revision = _hub_snapshot(self.name.removeprefix("hf-hub:"))
         return {
             "kind": "open_clip",
             "id": self.spec,
