@@ -375,8 +375,6 @@ def test_imported_map_through_analyze_and_report(small_store, tmp_path):
                 *args,
                 "--top-m",
                 "3",
-                "--bootstrap",
-                "0",
                 "--permutations",
                 "10",
                 "--device",
