@@ -403,12 +403,17 @@ def _add_doctor(sub: Any) -> None:
 
 
 def _run_doctor(a: argparse.Namespace) -> list[Path]:
-    from .doctor import diagnose
+    from .doctor import detect, diagnose
 
     problems = diagnose(a.path)
     print("\n".join(problems) or "ok")
     if problems:
         raise SystemExit(1)
+    if detect(a.path) == "store":
+        from .analysis.gap import describe_gap, modality_gap
+        from .store import Store
+
+        print(describe_gap(modality_gap(Store(a.path))))
     return []
 
 

@@ -31,6 +31,7 @@ from .._util import (
 )
 from ..featuremaps import FeatureMap, load_featuremap
 from ..store import Store
+from .gap import GapAccumulator
 from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
 from .monosemanticity import (
     CorrelationAccumulator,
@@ -146,7 +147,9 @@ def analyze(
     corr = CorrelationAccumulator(k)
     boot = PoissonBootstrap(k, bootstrap, seed) if bootstrap > 0 else None
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
+    gap = GapAccumulator(store.dim, bootstrap, seed)
     consumers: list[Callable[[Batch], None]] = [
+        lambda b: gap.update(b.x_img, b.x_txt),
         lambda b: img.update(b.a_img, b.start),
         lambda b: txt.update(b.a_txt, b.start),
         lambda b: ms_img.update(b.a_img, b.x_img),
@@ -218,6 +221,7 @@ def analyze(
         "groups": groups,
         "bootstrap": {"replicates": bootstrap, "kind": "poisson", "level": 0.95},
         "metrics": mono_summary,
+        "modality_gap": gap.result(),
         "top_m": top_m,
         "top_kept": keep,
         "store": str(store.path.resolve()),
