@@ -96,6 +96,17 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
     ]
 
 
+def _center_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--center",
+        nargs="?",
+        const="mean",
+        choices=("mean", "gap"),
+        help="centre each modality on its own mean before the feature map (--center gap: "
+        "also remove the gap direction); default: off",
+    )
+
+
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a feature map on a store", **_fmt)
     p.add_argument("--store", required=True, type=Path)
@@ -109,6 +120,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
+    _center_option(p)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps (0: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
@@ -137,6 +149,7 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
             checkpoint_every=a.checkpoint_every,
             per_modality=a.per_modality,
             progress=not a.quiet,
+            center=a.center,
             **opts,
         )
     ]
@@ -175,6 +188,7 @@ def _add_analyze(sub: Any) -> None:
         help="word-occlusion analysis of text-side features (loads the encoder)",
     )
     p.add_argument("--model", help="encoder for --words (default: the store's model)")
+    _center_option(p)
     _common(p)
     p.set_defaults(run=_run_analyze)
 
@@ -200,26 +214,34 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         device=a.device,
         seed=a.seed,
         progress=not a.quiet,
+        center=a.center,
     )
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
-        written.append(_words(a.store, a.featuremap, out, a.model, a.device))
+        written.append(_words(a.store, a.featuremap, out, a.model, a.device, a.center))
     return written
 
 
 def _words(
-    store_path: Path, fmap_path: Path, analysis: Path, model: str | None, device: str
+    store_path: Path,
+    fmap_path: Path,
+    analysis: Path,
+    model: str | None,
+    device: str,
+    center: str | None = None,
 ) -> Path:
     from ._util import resolve_device
     from .analysis.words import word_drivers
     from .encoders import encoder_spec, load_encoder
     from .featuremaps import load_featuremap
+    from .featuremaps.center import center_featuremap
     from .store import Store
 
     device = resolve_device(device)
     store = Store(store_path)
     encoder = load_encoder(model or encoder_spec(store.manifest["model"]), device=device)
-    return word_drivers(store, load_featuremap(fmap_path, device), analysis, encoder, device=device)
+    fmap = center_featuremap(load_featuremap(fmap_path, device), store, center)
+    return word_drivers(store, fmap, analysis, encoder, device=device)
 
 
 def _add_ablate(sub: Any) -> None:

@@ -30,6 +30,7 @@ from .._util import (
     write_json,
 )
 from ..featuremaps import FeatureMap, load_featuremap
+from ..featuremaps.center import CenteredMap, center_featuremap
 from ..store import Store
 from .gap import GapAccumulator
 from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
@@ -122,6 +123,7 @@ def analyze(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    center: str | None = None,
 ) -> Path:
     """Score every feature's MDS, group the features, find their top-m samples and measure
     their monosemanticity.
@@ -132,6 +134,8 @@ def analyze(
     each feature's group stability. EmbSim uses the store's own embeddings as the evaluator and
     ``null_sets`` random m-sets as its null. Writes ``features.csv``, ``summary.json`` and
     ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest activations, sorted).
+    ``center`` (``mean`` or ``gap``) centres the embeddings on this store's modality means
+    before the feature map (a map trained with ``--center`` centres on its own).
     """
     if rule not in (*RULES, "test"):
         raise MonoscopeError(f"unknown grouping rule {rule!r}")
@@ -141,6 +145,7 @@ def analyze(
     if not isinstance(featuremap, FeatureMap):
         fmap_path = Path(featuremap)
         featuremap = load_featuremap(fmap_path)
+    featuremap = center_featuremap(featuremap, store, center)
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
     img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
     ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
@@ -222,6 +227,11 @@ def analyze(
         "bootstrap": {"replicates": bootstrap, "kind": "poisson", "level": 0.95},
         "metrics": mono_summary,
         "modality_gap": gap.result(),
+        "center": (
+            {**featuremap.describe(), "means_from": "this store" if center else "training store"}
+            if isinstance(featuremap, CenteredMap)
+            else None
+        ),
         "top_m": top_m,
         "top_kept": keep,
         "store": str(store.path.resolve()),
