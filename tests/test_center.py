@@ -171,3 +171,59 @@ def test_cli_center_options(store: Store, tmp_path: Path, capsys):
         == 0
     )
     assert read_json(out / "config.json")["hparams"]["mode"] == "gap"
+
+
+def test_compare_side_by_side(store: Store, tmp_path: Path, capsys):
+    from monoscope.cli import main
+
+    plain = analyze(store, IdentityMap(D), tmp_path / "plain", **QUICK)
+    fm = train_featuremap(store, "identity", tmp_path / "idc", center="mean")
+    centred = analyze(store, fm, tmp_path / "centred", **QUICK)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(plain), str(centred), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "centring: " in printed and "keep their group" in printed
+    (effect,) = read_json(out / "compare.json")["centring"]
+    assert effect["matching"] == {"how": "same features", "matched": 2 * D}
+    g_plain, g_cent = _groups(plain), _groups(centred)
+    assert effect["n_changed"] == int((g_plain != g_cent).sum()) > 0
+    for g in ("ImgD", "TextD"):
+        s = effect["survive"][g]
+        assert s["before"] == int((g_plain == g).sum())
+        assert s["kept"] == int(((g_plain == g) & (g_cent == g)).sum())
+    n = sum(v for row in effect["transitions"].values() for v in row.values())
+    assert n == 2 * D
+    assert sum(effect["group_shares"][effect["centred"]].values()) == pytest.approx(1.0)
+    assert {c["plain"] for c in effect["changed"]} == set(np.flatnonzero(g_plain != g_cent))
+
+
+def test_compare_matches_separately_trained_maps_by_direction(store: Store, tmp_path: Path):
+    from monoscope.analysis.compare import compare
+
+    common = {"latents": 48, "k": 4, "steps": 300, "batch_size": 256, "progress": False}
+    plain = train_featuremap(store, "sae-topk", tmp_path / "p", **common)
+    centred = train_featuremap(store, "sae-topk", tmp_path / "c", center="mean", **common)
+    a = analyze(store, plain, tmp_path / "ap", **QUICK)
+    b = analyze(store, centred, tmp_path / "ac", **QUICK)
+    (effect,) = read_json(compare([a, b], tmp_path / "cmp") / "compare.json")["centring"]
+    assert effect["matching"]["how"].startswith("mutual nearest directions")
+    assert 0 < effect["matching"]["matched"] <= 48
+    assert all(c["cosine"] >= 0.7 for c in effect["changed"])
+    # the offset made modal features of shared atoms; centring returns some to CrossD
+    assert (
+        effect["transitions"].get("ImgD", {}).get("CrossD", 0)
+        + effect["transitions"].get("TextD", {}).get("CrossD", 0)
+        > 0
+    )
+
+
+def test_report_shows_the_centring_panel(store: Store, tmp_path: Path):
+    from monoscope.analysis.compare import compare
+    from monoscope.report import render_report
+
+    plain = analyze(store, IdentityMap(D), tmp_path / "plain", **QUICK)
+    centred = analyze(store, IdentityMap(D), tmp_path / "centred", center="gap", **QUICK)
+    cmp_dir = compare([plain, centred], tmp_path / "cmp", names=["plain", "centred"])
+    html = render_report(centred, tmp_path / "r.html", compare=cmp_dir).read_text()
+    assert 'id="centring"' in html and "keep their group" in html
+    assert "plain → centred" in html and "gap direction removed" in html

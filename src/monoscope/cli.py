@@ -297,9 +297,13 @@ def _add_compare(sub: Any) -> None:
 
 
 def _run_compare(a: argparse.Namespace) -> list[Path]:
+    from ._util import read_json
+    from .analysis.centring import describe_effect
     from .analysis.compare import compare
 
     out = compare(a.analyses, a.out, a.names)
+    for effect in read_json(out / "compare.json").get("centring") or []:
+        print("\n".join(describe_effect(effect)))
     return [out / "compare.json", out / "mds.png"]
 
 

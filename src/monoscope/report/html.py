@@ -683,6 +683,7 @@ def render_report(
             ablation_path=str(abl_path) if abl_path else None,
             compare=_compare_view(cmp_, analysis_dir) if cmp_ else None,
             compare_path=str(cmp_path) if cmp_path else None,
+            centring=(cmp_ or {}).get("centring") or [],
             words=words,
             studies=study_views,
             n_explorer=len(chosen),
