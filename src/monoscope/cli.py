@@ -187,7 +187,15 @@ def _add_analyze(sub: Any) -> None:
         action="store_true",
         help="word-occlusion analysis of text-side features (loads the encoder)",
     )
-    p.add_argument("--model", help="encoder for --words (default: the store's model)")
+    p.add_argument("--model", help="encoder for --words/--vocab (default: the store's model)")
+    p.add_argument(
+        "--vocab",
+        nargs="?",
+        const="",
+        metavar="TERMS_FILE",
+        help="also name every feature by the nearest text of a vocabulary (default: words and "
+        "phrases of the captions; or a file, one term per line); loads the encoder",
+    )
     _center_option(p)
     _common(p)
     p.set_defaults(run=_run_analyze)
@@ -219,7 +227,28 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
         written.append(_words(a.store, a.featuremap, out, a.model, a.device, a.center))
+    if a.vocab is not None:
+        written.append(_vocab(a, out))
     return written
+
+
+def _vocab(a: argparse.Namespace, analysis: Path) -> Path:
+    from ._util import resolve_device
+    from .analysis.vocabulary import vocabulary_names
+    from .encoders import encoder_spec, load_encoder
+    from .featuremaps import load_featuremap
+    from .featuremaps.center import center_featuremap
+    from .store import Store
+
+    device = resolve_device(a.device)
+    store = Store(a.store)
+    try:
+        spec = a.model or encoder_spec(store.manifest["model"])
+    except ValueError as e:
+        raise MonoscopeError(str(e)) from None
+    encoder = load_encoder(spec, device=device)
+    fmap = center_featuremap(load_featuremap(a.featuremap), store, a.center)
+    return vocabulary_names(store, fmap, analysis, encoder, a.vocab or None)
 
 
 def _words(

@@ -131,11 +131,17 @@ def centring_effects(
     summaries: Sequence[dict[str, Any]],
     tables: Sequence[dict[str, np.ndarray]],
 ) -> list[dict[str, Any]]:
-    """:func:`centring_effect` for every (plain, centred) pair among the compared analyses."""
+    """:func:`centring_effect` for every (plain, centred) pair of analyses whose feature maps
+    are of the same kind."""
     items = list(zip(labels, summaries, tables, strict=True))
     plain = [it for it in items if not it[1].get("center")]
     centred = [it for it in items if it[1].get("center")]
-    return [centring_effect(a, b) for a in plain for b in centred]
+    return [
+        centring_effect(a, b)
+        for a in plain
+        for b in centred
+        if _inner_kind(a[1]) == _inner_kind(b[1])
+    ]
 
 
 def describe_effect(effect: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ from ..data import load_image_ref
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
+from .vocab import vocabulary_view
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 THUMB_PX = 64
 SHOWN_CAPTIONS = 5
 PAGE_SIZE = 48
+CSS_FILES = ("report.css", "extras.css")
 
 GROUP_INFO = {
     "ImgD": ("Image-dominant", "Fire mostly on images."),
@@ -641,6 +643,7 @@ def render_report(
         chosen, top, pairs, thumbnails, hist, words, thumbs_per_feature, captions_per_feature
     )
     explorer["page"] = PAGE_SIZE
+    explorer.update(vocabulary_view(analysis_dir, [f.id for f in chosen], notices))
     grouping = summary.get("grouping") or {}
     explorer["thresholds"] = [_num_or_none(grouping.get(k)) for k in ("low", "high")]
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
@@ -684,6 +687,7 @@ def render_report(
             compare=_compare_view(cmp_, analysis_dir) if cmp_ else None,
             compare_path=str(cmp_path) if cmp_path else None,
             centring=(cmp_ or {}).get("centring") or [],
+            vocab_source=explorer.get("vocab_source"),
             words=words,
             studies=study_views,
             n_explorer=len(chosen),
@@ -694,7 +698,9 @@ def render_report(
             summary_json=_json_script(_jsonable(summary)),
             notices=notices,
             analysis_dir=str(analysis_dir.resolve()),
-            css=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
+            css=Markup(
+                "\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)
+            ),
             js=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
         )
     )
