@@ -698,9 +698,7 @@ def render_report(
             summary_json=_json_script(_jsonable(summary)),
             notices=notices,
             analysis_dir=str(analysis_dir.resolve()),
-            css=Markup(
-                "\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)
-            ),
+            css=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)),
             js=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
         )
     )
