@@ -336,6 +336,27 @@ def _run_compare(a: argparse.Namespace) -> list[Path]:
     return [out / "compare.json", out / "mds.png"]
 
 
+def _add_agree(sub: Any) -> None:
+    p = sub.add_parser(
+        "agree", help="agreement of blind ratings with each other and with the verdict", **_fmt
+    )
+    p.add_argument("--analysis", required=True, type=Path, help="the rated analysis")
+    p.add_argument("ratings", nargs="+", type=Path, help="ratings files exported by the report")
+    p.add_argument("--out", required=True, type=Path, help="directory for agree.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(run=_run_agree)
+
+
+def _run_agree(a: argparse.Namespace) -> list[Path]:
+    from ._util import read_json
+    from .analysis.agreement import agreement, describe_agreement
+
+    out = agreement(a.analysis, a.ratings, a.out, bootstrap=a.bootstrap, seed=a.seed)
+    print("\n".join(describe_agreement(read_json(out))))
+    return [out]
+
+
 def _add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="benchmarks with known answers", **_fmt)
     bsub = p.add_subparsers(dest="bench_cmd", required=True)
@@ -492,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_compare,
         _add_ablate,
         _add_report,
+        _add_agree,
         _add_bench,
         _add_pocket,
         _add_doctor,
