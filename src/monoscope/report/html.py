@@ -36,6 +36,7 @@ from ..data import load_image_ref
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
+from .rating import rating_context
 from .vocab import vocabulary_view
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ THUMB_PX = 64
 SHOWN_CAPTIONS = 5
 PAGE_SIZE = 48
 CSS_FILES = ("report.css", "extras.css")
+JS_FILES = ("report.js", "rating.js")
 
 GROUP_INFO = {
     "ImgD": ("Image-dominant", "Fire mostly on images."),
@@ -583,6 +585,7 @@ def render_report(
     compare: str | Path | None = None,
     studies: Iterable[str | Path] = (),
     discover: bool = True,
+    agree: str | Path | None = None,
     exact_histograms: bool = True,
     max_features: int | None = None,
     thumbs_per_feature: int = 8,
@@ -598,6 +601,8 @@ def render_report(
             where ``<run>`` is the parent of ``analysis_dir``).
         compare: ``compare.json`` or its directory (default: ``<run>/compare``).
         studies: study directories (or a directory of them); default: ``<run>/studies/*``.
+        agree: ``agree.json`` of ``monoscope agree`` or its directory (default:
+            ``<run>/agree``), shown beside the blind rating mode.
         discover: look for ablation, compare and studies in ``<run>`` when not given.
         exact_histograms: count every feature's activations over the store (one pass through
             the feature map); otherwise, or without the store, histogram the top-m values.
@@ -659,6 +664,7 @@ def render_report(
     abl = read_optional_json(abl_path, notices)
     cmp_ = read_optional_json(cmp_path, notices)
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
+    extras = rating_context(analysis_dir, chosen, explorer, summary, agree, discover, notices)
     groups = summary.get("groups") or {}
     sweep = metrics.get("m_sweep") if isinstance(metrics.get("m_sweep"), Mapping) else {}
     metric_svg = plots.metric_panels(metrics) if metrics else None
@@ -688,6 +694,8 @@ def render_report(
             compare_path=str(cmp_path) if cmp_path else None,
             centring=(cmp_ or {}).get("centring") or [],
             vocab_source=explorer.get("vocab_source"),
+            rating_json=_json_script(extras["rating"]),
+            **extras,
             words=words,
             studies=study_views,
             n_explorer=len(chosen),
@@ -699,7 +707,7 @@ def render_report(
             notices=notices,
             analysis_dir=str(analysis_dir.resolve()),
             css=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)),
-            js=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
+            js=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in JS_FILES)),
         )
     )
     write_text(out, html)
