@@ -394,13 +394,14 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")
     p.add_argument("--ablation", type=Path, help="ablation.json or its directory")
     p.add_argument("--compare", type=Path, help="compare.json or its directory")
+    p.add_argument("--agree", type=Path, help="agree.json of `monoscope agree` or its directory")
     p.add_argument(
         "--studies", type=Path, nargs="+", default=(), help="study directories (or their parent)"
     )
     p.add_argument(
         "--no-discover",
         action="store_true",
-        help="do not look for ablation/, compare/ and studies/ beside the analysis",
+        help="do not look for ablation/, compare/, agree/ and studies/ beside the analysis",
     )
     p.add_argument("--open", action="store_true", help="open it in the browser")
     p.set_defaults(run=_run_report)
@@ -416,6 +417,7 @@ def _run_report(a: argparse.Namespace) -> list[Path]:
         compare=a.compare,
         studies=a.studies,
         discover=not a.no_discover,
+        agree=a.agree,
     )
     if a.open:
         open_in_browser(out)
