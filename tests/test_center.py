@@ -116,6 +116,8 @@ def test_centring_removes_offset_groups_and_keeps_planted_atoms(store: Store, tm
     g = _groups(analyze(store, IdentityMap(D), tmp_path / "late", center="mean", **QUICK))
     assert sorted(np.flatnonzero(g == "ImgD")) == sorted(img_dims)
     assert read_json(tmp_path / "late" / "summary.json")["center"]["means_from"] == "this store"
+    with pytest.raises(MonoscopeError, match="dimension 24 but the feature map expects 4"):
+        analyze(store, IdentityMap(4), tmp_path / "dim", center="mean", **QUICK)
     with pytest.raises(MonoscopeError, match="already centres"):
         analyze(store, tmp_path / "id-mean", tmp_path / "twice", center="mean", **QUICK)
 

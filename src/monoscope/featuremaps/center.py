@@ -200,4 +200,8 @@ def center_featuremap(fmap: FeatureMap, store: Any, mode: str | None) -> Feature
         raise MonoscopeError(
             "the feature map already centres its inputs (trained with --center); drop --center"
         )
+    if store.dim != fmap.dim:
+        raise MonoscopeError(
+            f"the store has dimension {store.dim} but the feature map expects {fmap.dim}"
+        )
     return CenteredMap.from_store(fmap, store, mode)
