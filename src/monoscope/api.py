@@ -12,11 +12,24 @@ Example::
 
 from __future__ import annotations
 
+from .analysis.agreement import agreement as agree
 from .analysis.analyze import analyze
+from .analysis.gap import modality_gap
+from .analysis.vocabulary import vocabulary_names
 from .embed import embed
 from .featuremaps import load_featuremap
 from .featuremaps.train import train_featuremap as train
 from .report import render_report as report
 from .store import Store
 
-__all__ = ["Store", "analyze", "embed", "load_featuremap", "report", "train"]
+__all__ = [
+    "Store",
+    "agree",
+    "analyze",
+    "embed",
+    "load_featuremap",
+    "modality_gap",
+    "report",
+    "train",
+    "vocabulary_names",
+]
