@@ -4,7 +4,8 @@ Stages, each written under ``out``: ``store/``, ``featuremap/`` (TopK SAE), ``an
 word drivers), ``ablation/``, ``baselines/{identity,ncl}/`` (feature maps and analyses for the
 comparison), ``compare/``, with ``studies=True`` ``studies/{gender,adversarial,steer}/``, and
 ``report.html``. ``baselines/sae-topk-centred/`` is the same SAE trained with ``center="mean"``
-(compare puts the two side by side), and the analysis gets vocabulary names. ``timings.json`` holds
+and ``baselines/identity-centred/`` the raw dimensions analysed with it (compare puts each
+beside its plain counterpart), and the analysis gets vocabulary names. ``timings.json`` holds
 the wall time of every stage.
 """
 
@@ -105,6 +106,17 @@ def run_demo(
             f"{name} analysis",
             lambda m=bmap, w=where: analyze(store, m, w / "analysis", bootstrap=0, **common),
         )
+    baselines["identity centred"] = stage(
+        "identity centred analysis",
+        lambda: analyze(
+            store,
+            out / "baselines" / "identity" / "featuremap",
+            out / "baselines" / "identity-centred" / "analysis",
+            bootstrap=0,
+            center="mean",
+            **common,
+        ),
+    )
     centred = out / "baselines" / "sae-topk-centred"
     cmap = stage(
         "centred map",

@@ -2,7 +2,7 @@
 
 Features correspond by index when both analyses went through the same feature map (``analyze
 --center`` on the map of the plain analysis, or raw dimensions on both sides). Separately
-trained maps (``train --center``) are matched by their feature directions: two features
+trained maps (``train --center``) are matched by their feature directions: two alive features
 correspond when each is the other's nearest direction (mutual best |cosine|, so the matching
 is one-to-one) and the cosine is at least ``min_cosine``; the rest are counted as unmatched.
 """
@@ -45,9 +45,14 @@ def _directions(summary: dict[str, Any]) -> np.ndarray | None:
 
 
 def correspondence(
-    plain: dict[str, Any], centred: dict[str, Any], min_cosine: float = 0.7
+    plain: dict[str, Any],
+    centred: dict[str, Any],
+    alive: tuple[np.ndarray, np.ndarray] | None = None,
+    min_cosine: float = 0.7,
 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(how, plain ids, centred ids, cosines) of corresponding features, or None."""
+    """(how, plain ids, centred ids, cosines) of corresponding features, or None. Directions
+    are matched among the ``alive`` features of each side only (dead latents keep their
+    initial directions, which two maps trained with one seed share)."""
     same_map = plain.get("featuremap") and plain.get("featuremap") == centred.get("featuremap")
     raw = _inner_kind(plain) == _inner_kind(centred) == "identity"
     k = plain.get("n_features")
@@ -58,6 +63,8 @@ def correspondence(
     if a is None or b is None or a.shape[1] != b.shape[1]:
         return None
     cos = np.abs(a @ b.T)
+    if alive is not None:
+        cos = cos * alive[0][:, None] * alive[1][None, :]
     best_b, best_a = cos.argmax(1), cos.argmax(0)
     ids = np.flatnonzero(best_a[best_b] == np.arange(len(a)))
     ids = ids[cos[ids, best_b[ids]] >= min_cosine]
@@ -89,7 +96,7 @@ def centring_effect(
         "group_shares": shares,
         "matching": None,
     }
-    match = correspondence(sa, sb)
+    match = correspondence(sa, sb, (ta["alive"] == 1, tb["alive"] == 1))
     if match is None:
         out["note"] = "features cannot be matched (no shared map or feature directions)"
         return out
