@@ -229,3 +229,56 @@ def test_report_shows_the_centring_panel(store: Store, tmp_path: Path):
     html = render_report(centred, tmp_path / "r.html", compare=cmp_dir).read_text()
     assert 'id="centring"' in html and "keep their group" in html
     assert "plain → centred" in html and "gap direction removed" in html
+
+
+DDP_SCRIPT = """
+import sys
+import torch
+torch.set_num_threads(1)
+from monoscope.featuremaps.train import train_featuremap
+train_featuremap(sys.argv[1], "ncl", sys.argv[2], center="gap", latents=16, batch_size=64,
+                 steps=20, progress=False)
+"""
+
+
+def test_two_ranks_train_the_same_centred_ncl_as_one(tmp_path: Path):
+    """Data-parallel NCL swaps ``pre_acts`` for a gathering one during each step: the centred
+    wrapper forwards the swap to the map it wraps."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    store = write_store(tmp_path / "s", *planted(256), shard=64)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DDP_SCRIPT, str(store.path), str(tmp_path / "ddp")],
+            env={
+                **os.environ,
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            },
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    ref = train_featuremap(
+        store, "ncl", tmp_path / "ref", center="gap", latents=16, batch_size=64, steps=20,
+        progress=False,
+    )  # fmt: skip
+    a = load_file(str(ref / "model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    assert a.keys() == b.keys() and "mean_image" in a
+    for key in a:
+        np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=0, atol=1e-4)
