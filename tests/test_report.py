@@ -374,7 +374,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             device="cpu", progress=False,
         )  # fmt: skip
         common = {"device": "cpu", "progress": False}
-        analysis = analyze(store, fmap, root / "analysis", null_sets=200, **common)
+        analysis = analyze(store, fmap, root / "analysis", null_sets=200, min_firings=5, **common)
         word_drivers(Store(store), load_featuremap(fmap), analysis, enc, top_features=8)
         ablate(
             store, fmap, root / "ablation", analysis=analysis, model=enc, control_seeds=2, **common

@@ -12,7 +12,10 @@ Example::
 
 from __future__ import annotations
 
+from .analysis.agreement import agreement as agree
 from .analysis.analyze import analyze
+from .analysis.gap import modality_gap
+from .analysis.vocabulary import vocabulary_names
 from .embed import embed
 from .featuremaps import load_featuremap
 from .featuremaps.train import train_featuremap as train
@@ -20,5 +23,16 @@ from .interop import export_sae, import_sae
 from .report import render_report as report
 from .store import Store
 
-__all__ = ["Store", "analyze", "embed", "load_featuremap", "report", "train"]
-__all__ += ["export_sae", "import_sae"]
+__all__ = [
+    "Store",
+    "agree",
+    "analyze",
+    "embed",
+    "export_sae",
+    "import_sae",
+    "load_featuremap",
+    "modality_gap",
+    "report",
+    "train",
+    "vocabulary_names",
+]

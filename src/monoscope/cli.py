@@ -98,6 +98,17 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
     ]
 
 
+def _center_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--center",
+        nargs="?",
+        const="mean",
+        choices=("mean", "gap"),
+        help="centre each modality on its own mean before the feature map (--center gap: "
+        "also remove the gap direction); default: off",
+    )
+
+
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a feature map on a store", **_fmt)
     p.add_argument("--store", required=True, type=Path)
@@ -111,6 +122,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
+    _center_option(p)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps (0: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
@@ -139,6 +151,7 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
             checkpoint_every=a.checkpoint_every,
             per_modality=a.per_modality,
             progress=not a.quiet,
+            center=a.center,
             **opts,
         )
     ]
@@ -229,7 +242,16 @@ def _add_analyze(sub: Any) -> None:
         action="store_true",
         help="word-occlusion analysis of text-side features (loads the encoder)",
     )
-    p.add_argument("--model", help="encoder for --words (default: the store's model)")
+    p.add_argument("--model", help="encoder for --words/--vocab (default: the store's model)")
+    p.add_argument(
+        "--vocab",
+        nargs="?",
+        const="",
+        metavar="TERMS_FILE",
+        help="also name every feature by the nearest text of a vocabulary (default: words and "
+        "phrases of the captions; or a file, one term per line); loads the encoder",
+    )
+    _center_option(p)
     _common(p)
     p.set_defaults(run=_run_analyze)
 
@@ -256,26 +278,55 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         device=a.device,
         seed=a.seed,
         progress=not a.quiet,
+        center=a.center,
     )
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
-        written.append(_words(a.store, a.featuremap, out, a.model, a.device))
+        written.append(_words(a.store, a.featuremap, out, a.model, a.device, a.center))
+    if a.vocab is not None:
+        written.append(_vocab(a, out))
     return written
 
 
+def _vocab(a: argparse.Namespace, analysis: Path) -> Path:
+    from ._util import resolve_device
+    from .analysis.vocabulary import vocabulary_names
+    from .encoders import encoder_spec, load_encoder
+    from .featuremaps import load_featuremap
+    from .featuremaps.center import center_featuremap
+    from .store import Store
+
+    device = resolve_device(a.device)
+    store = Store(a.store)
+    try:
+        spec = a.model or encoder_spec(store.manifest["model"])
+    except ValueError as e:
+        raise MonoscopeError(str(e)) from None
+    encoder = load_encoder(spec, device=device)
+    fmap = center_featuremap(load_featuremap(a.featuremap), store, a.center)
+    return vocabulary_names(store, fmap, analysis, encoder, a.vocab or None)
+
+
 def _words(
-    store_path: Path, fmap_path: Path, analysis: Path, model: str | None, device: str
+    store_path: Path,
+    fmap_path: Path,
+    analysis: Path,
+    model: str | None,
+    device: str,
+    center: str | None = None,
 ) -> Path:
     from ._util import resolve_device
     from .analysis.words import word_drivers
     from .encoders import encoder_spec, load_encoder
     from .featuremaps import load_featuremap
+    from .featuremaps.center import center_featuremap
     from .store import Store
 
     device = resolve_device(device)
     store = Store(store_path)
     encoder = load_encoder(model or encoder_spec(store.manifest["model"]), device=device)
-    return word_drivers(store, load_featuremap(fmap_path, device), analysis, encoder, device=device)
+    fmap = center_featuremap(load_featuremap(fmap_path, device), store, center)
+    return word_drivers(store, fmap, analysis, encoder, device=device)
 
 
 def _add_ablate(sub: Any) -> None:
@@ -337,10 +388,35 @@ def _add_compare(sub: Any) -> None:
 
 
 def _run_compare(a: argparse.Namespace) -> list[Path]:
+    from ._util import read_json
+    from .analysis.centring import describe_effect
     from .analysis.compare import compare
 
     out = compare(a.analyses, a.out, a.names)
+    for effect in read_json(out / "compare.json").get("centring") or []:
+        print("\n".join(describe_effect(effect)))
     return [out / "compare.json", out / "mds.png"]
+
+
+def _add_agree(sub: Any) -> None:
+    p = sub.add_parser(
+        "agree", help="agreement of blind ratings with each other and with the verdict", **_fmt
+    )
+    p.add_argument("--analysis", required=True, type=Path, help="the rated analysis")
+    p.add_argument("ratings", nargs="+", type=Path, help="ratings files exported by the report")
+    p.add_argument("--out", required=True, type=Path, help="directory for agree.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(run=_run_agree)
+
+
+def _run_agree(a: argparse.Namespace) -> list[Path]:
+    from ._util import read_json
+    from .analysis.agreement import agreement, describe_agreement
+
+    out = agreement(a.analysis, a.ratings, a.out, bootstrap=a.bootstrap, seed=a.seed)
+    print("\n".join(describe_agreement(read_json(out))))
+    return [out]
 
 
 def _add_bench(sub: Any) -> None:
@@ -395,13 +471,14 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")
     p.add_argument("--ablation", type=Path, help="ablation.json or its directory")
     p.add_argument("--compare", type=Path, help="compare.json or its directory")
+    p.add_argument("--agree", type=Path, help="agree.json of `monoscope agree` or its directory")
     p.add_argument(
         "--studies", type=Path, nargs="+", default=(), help="study directories (or their parent)"
     )
     p.add_argument(
         "--no-discover",
         action="store_true",
-        help="do not look for ablation/, compare/ and studies/ beside the analysis",
+        help="do not look for ablation/, compare/, agree/ and studies/ beside the analysis",
     )
     p.add_argument("--open", action="store_true", help="open it in the browser")
     p.set_defaults(run=_run_report)
@@ -417,6 +494,7 @@ def _run_report(a: argparse.Namespace) -> list[Path]:
         compare=a.compare,
         studies=a.studies,
         discover=not a.no_discover,
+        agree=a.agree,
     )
     if a.open:
         open_in_browser(out)
@@ -480,12 +558,17 @@ def _add_doctor(sub: Any) -> None:
 
 
 def _run_doctor(a: argparse.Namespace) -> list[Path]:
-    from .doctor import diagnose
+    from .doctor import detect, diagnose
 
     problems = diagnose(a.path)
     print("\n".join(problems) or "ok")
     if problems:
         raise SystemExit(1)
+    if detect(a.path) == "store":
+        from .analysis.gap import describe_gap, modality_gap
+        from .store import Store
+
+        print(describe_gap(modality_gap(Store(a.path))))
     return []
 
 
@@ -557,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_compare,
         _add_ablate,
         _add_report,
+        _add_agree,
         _add_bench,
         _add_pocket,
         _add_doctor,

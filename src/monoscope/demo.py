@@ -3,7 +3,9 @@
 Stages, each written under ``out``: ``store/``, ``featuremap/`` (TopK SAE), ``analysis/`` (with
 word drivers), ``ablation/``, ``baselines/{identity,ncl}/`` (feature maps and analyses for the
 comparison), ``compare/``, with ``studies=True`` ``studies/{gender,adversarial,steer}/``, and
-``report.html``. ``timings.json`` holds
+``report.html``. ``baselines/sae-topk-centred/`` is the same SAE trained with ``center="mean"``
+and ``baselines/identity-centred/`` the raw dimensions analysed with it (compare puts each
+beside its plain counterpart), and the analysis gets vocabulary names. ``timings.json`` holds
 the wall time of every stage.
 """
 
@@ -36,6 +38,7 @@ def run_demo(
     from .analysis.ablation import ablate
     from .analysis.analyze import analyze
     from .analysis.compare import compare
+    from .analysis.vocabulary import vocabulary_names
     from .analysis.words import word_drivers
     from .embed import embed
     from .encoders import load_encoder
@@ -87,6 +90,10 @@ def run_demo(
             Store(store), load_featuremap(fmap, device), analysis, encoder, device=device
         ),
     )
+    stage(
+        "vocabulary",
+        lambda: vocabulary_names(Store(store), load_featuremap(fmap), analysis, encoder),
+    )
     ablation = stage(
         "ablation",
         lambda: ablate(store, fmap, out / "ablation", analysis=analysis, model=encoder, **common),
@@ -99,6 +106,32 @@ def run_demo(
             f"{name} analysis",
             lambda m=bmap, w=where: analyze(store, m, w / "analysis", **common),
         )
+    baselines["identity centred"] = stage(
+        "identity centred analysis",
+        lambda: analyze(
+            store,
+            out / "baselines" / "identity" / "featuremap",
+            out / "baselines" / "identity-centred" / "analysis",
+            center="mean",
+            **common,
+        ),
+    )
+    centred = out / "baselines" / "sae-topk-centred"
+    cmap = stage(
+        "centred map",
+        lambda: train(
+            "sae-topk",
+            centred / "featuremap",
+            latents=latents,
+            k=k,
+            epochs=epochs,
+            batch_size=SAE["batch_size"],
+            center="mean",
+        ),
+    )
+    baselines["sae-topk centred"] = stage(
+        "centred analysis", lambda: analyze(store, cmap, centred / "analysis", **common)
+    )
     comparison = stage(
         "compare", lambda: compare(list(baselines.values()), out / "compare", names=list(baselines))
     )

@@ -275,7 +275,7 @@ def check_analysis(path: Path) -> Iterator[str]:
 
 
 def _check_grouping(path: Path, summary: dict[str, Any]) -> Iterator[str]:
-    """Thresholds inside [0, 1] and in order; the analysis's own warnings."""
+    """Thresholds inside [0, 1] and in order."""
     grouping = summary.get("grouping")
     if isinstance(grouping, dict):
         low, high = grouping.get("low"), grouping.get("high")
@@ -285,8 +285,6 @@ def _check_grouping(path: Path, summary: dict[str, Any]) -> Iterator[str]:
                 f"{path}: grouping thresholds low {low}, high {high} are not inside [0, 1] "
                 "(re-run monoscope analyze)"
             )
-    for note in summary.get("warnings") or []:
-        yield f"{path}: {note}"
 
 
 def _check_features_csv(file: Path, k: int) -> Iterator[str]:

@@ -32,6 +32,7 @@ from .._util import (
     write_json,
 )
 from ..featuremaps import FeatureMap, load_featuremap
+from ..featuremaps.center import CenteredMap, center_featuremap
 from ..store import Store
 from .evidence import (
     DEAD,
@@ -43,6 +44,7 @@ from .evidence import (
     MomentAccumulator,
     expected_counts,
 )
+from .gap import GapAccumulator
 from .mds import (
     DEFAULT_RULE,
     DEFINITIONS,
@@ -137,6 +139,8 @@ def analyze(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    center: str | None = None,
+    gap_bootstrap: int = 200,
 ) -> Path:
     """Score every feature's MDS with a 95% interval, give each a verdict, find their top-m
     samples and measure their monosemanticity.
@@ -151,6 +155,9 @@ def analyze(
     evaluator and ``null_sets`` random m-sets as its null. Writes ``features.csv``,
     ``summary.json`` and ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest
     activations, sorted).
+    ``center`` (``mean`` or ``gap``) centres the embeddings on this store's modality means
+    before the feature map (a map trained with ``--center`` centres on its own).
+    ``gap_bootstrap`` Poisson replicates give the modality gap's intervals.
     """
     if definition not in DEFINITIONS:
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
@@ -166,12 +173,15 @@ def analyze(
     if not isinstance(featuremap, FeatureMap):
         fmap_path = Path(featuremap)
         featuremap = load_featuremap(fmap_path)
+    featuremap = center_featuremap(featuremap, store, center)
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
     img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
     ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
     moments_acc = MomentAccumulator(k)
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
+    gap = GapAccumulator(store.dim, gap_bootstrap, seed)
     consumers: list[Callable[[Batch], None]] = [
+        lambda b: gap.update(b.x_img, b.x_txt),
         lambda b: img.update(b.a_img, b.start),
         lambda b: txt.update(b.a_txt, b.start),
         lambda b: ms_img.update(b.a_img, b.x_img),
@@ -263,6 +273,12 @@ def analyze(
         },
         "warnings": _warnings(grouping, groups, alive),
         "metrics": mono_summary,
+        "modality_gap": gap.result(),
+        "center": (
+            {**featuremap.describe(), "means_from": "this store" if center else "training store"}
+            if isinstance(featuremap, CenteredMap)
+            else None
+        ),
         "top_m": top_m,
         "top_kept": keep,
         "store": str(store.path.resolve()),

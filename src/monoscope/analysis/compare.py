@@ -11,6 +11,7 @@ import numpy as np
 
 from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
 from .analyze import read_feature_table
+from .centring import centring_effects
 from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
 from .monosemanticity import win_rate
@@ -28,7 +29,9 @@ def compare(
 ) -> Path:
     """Write ``out/compare.json`` and ``out/mds.png``: group sizes, MDS distributions, metric
     means with CIs, and the WinRate (AUC) of each per-feature metric between every two
-    analyses (``P(feature of A scores higher than a feature of B)``)."""
+    analyses (``P(feature of A scores higher than a feature of B)``); for every analysis
+    without ``--center`` and one with it, what centring changed
+    (:func:`~monoscope.analysis.centring.centring_effect`)."""
     paths = [Path(a) for a in analyses]
     if len(paths) < 2:
         raise MonoscopeError("compare needs at least two analysis directories")
@@ -76,6 +79,7 @@ def compare(
             "analyses": entries,
             "mds_bins": bins.tolist(),
             "win_rate": wins,
+            "centring": centring_effects(labels, summaries, tables),
             "versions": versions(),
         },
     )

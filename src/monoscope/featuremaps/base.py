@@ -89,7 +89,7 @@ class FeatureMap(torch.nn.Module):
 
 def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
     """Load a feature map saved with :meth:`FeatureMap.save`."""
-    from . import identity, ncl, sae  # noqa: F401  (register the built-in kinds)
+    from . import center, identity, ncl, sae  # noqa: F401  (register the built-in kinds)
 
     path = Path(path)
     if not (path / "config.json").is_file():

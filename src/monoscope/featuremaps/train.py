@@ -52,6 +52,7 @@ from .._util import (
 )
 from ..store import Store
 from .base import KINDS, FeatureMap
+from .center import center_featuremap
 from .identity import IdentityMap
 from .metrics import evaluate_featuremap
 from .ncl import NCLMap  # noqa: F401  (registers the "ncl" kind)
@@ -453,6 +454,7 @@ def train_featuremap(
     buffer_pairs: int = 32768,
     init_samples: int = 16384,
     log_every: int | None = None,
+    center: str | None = None,
     **method_kwargs: Any,
 ) -> Path:
     """Train a feature map of ``method`` on ``store`` and save it into directory ``out``.
@@ -473,6 +475,8 @@ def train_featuremap(
             is dead (AuxK target, reported); default min(2^20, one epoch).
         **method_kwargs: further constructor options of the kind (e.g. ``aux_k``, ``l0``,
             ``bandwidth``, ``prefixes``, ``shared``, ``tau``, ``rep_relu``, ``mode``).
+        center: ``mean`` or ``gap``: train on modality-centred embeddings (saved as a
+            ``centered`` map that re-applies the transform; see :mod:`.center`).
 
     Returns:
         ``out``, holding config.json, model.safetensors, train_log.jsonl and metrics.json.
@@ -488,6 +492,7 @@ def train_featuremap(
     model = build_featuremap(
         method, store.dim, latents=latents, k=k, l1=l1, per_modality=per_modality, **method_kwargs
     )
+    model = center_featuremap(model, store, center)
     if ddp.first(lambda: _prepare_out(out, resume, overwrite)):
         return out
     store_ref = {
@@ -496,10 +501,11 @@ def train_featuremap(
         "dim": store.dim,
         "model": store.manifest.get("model"),
     }
-    if isinstance(model, IdentityMap):
+    if isinstance(getattr(model, "inner", model), IdentityMap):
 
         def save_identity() -> None:
-            model.save(out, extra={"training": {"method": method, "store": store_ref}})
+            training = {"method": method, "store": store_ref, "center": center}
+            model.save(out, extra={"training": training})
             (out / "train_log.jsonl").write_text("")
             metrics = evaluate_featuremap(model, store, seed=seed, device=device)
             write_json(out / "metrics.json", {"method": method, **metrics})
@@ -538,6 +544,7 @@ def train_featuremap(
         "buffer_pairs": buffer_pairs,
         "data": mode,
         "hparams": model.hparams(),
+        "center": center,
     }
     base_lr = settings["lr"]
     log_every = log_every or max(1, min(100, total // 100))

@@ -36,6 +36,8 @@ from ..data import load_image_ref
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
+from .rating import rating_context
+from .vocab import vocabulary_view
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 THUMB_PX = 64
 SHOWN_CAPTIONS = 5
 PAGE_SIZE = 48
+CSS_FILES = ("report.css", "extras.css")
+JS_FILES = ("report.js", "rating.js")
 
 GROUP_INFO = {
     "ImgD": ("Image-dominant", "Fire mostly on images."),
@@ -585,6 +589,7 @@ def render_report(
     compare: str | Path | None = None,
     studies: Iterable[str | Path] = (),
     discover: bool = True,
+    agree: str | Path | None = None,
     exact_histograms: bool = True,
     max_features: int | None = None,
     thumbs_per_feature: int = 8,
@@ -600,6 +605,8 @@ def render_report(
             where ``<run>`` is the parent of ``analysis_dir``).
         compare: ``compare.json`` or its directory (default: ``<run>/compare``).
         studies: study directories (or a directory of them); default: ``<run>/studies/*``.
+        agree: ``agree.json`` of ``monoscope agree`` or its directory (default:
+            ``<run>/agree``), shown beside the blind rating mode.
         discover: look for ablation, compare and studies in ``<run>`` when not given.
         exact_histograms: count every feature's activations over the store (one pass through
             the feature map); otherwise, or without the store, histogram the top-m values.
@@ -646,6 +653,7 @@ def render_report(
         chosen, top, pairs, thumbnails, hist, words, thumbs_per_feature, captions_per_feature
     )
     explorer["page"] = PAGE_SIZE
+    explorer.update(vocabulary_view(analysis_dir, [f.id for f in chosen], notices))
     grouping = summary.get("grouping") or {}
     explorer["thresholds"] = [_num_or_none(grouping.get(k)) for k in ("low", "high")]
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
@@ -661,6 +669,7 @@ def render_report(
     abl = read_optional_json(abl_path, notices)
     cmp_ = read_optional_json(cmp_path, notices)
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
+    extras = rating_context(analysis_dir, chosen, explorer, summary, agree, discover, notices)
     groups = summary.get("groups") or {}
     sweep = metrics.get("m_sweep") if isinstance(metrics.get("m_sweep"), Mapping) else {}
     metric_svg = plots.metric_panels(metrics) if metrics else None
@@ -688,6 +697,10 @@ def render_report(
             ablation_path=str(abl_path) if abl_path else None,
             compare=_compare_view(cmp_, analysis_dir) if cmp_ else None,
             compare_path=str(cmp_path) if cmp_path else None,
+            centring=(cmp_ or {}).get("centring") or [],
+            vocab_source=explorer.get("vocab_source"),
+            rating_json=_json_script(extras["rating"]),
+            **extras,
             words=words,
             studies=study_views,
             n_explorer=len(chosen),
@@ -698,8 +711,8 @@ def render_report(
             summary_json=_json_script(_jsonable(summary)),
             notices=notices,
             analysis_dir=str(analysis_dir.resolve()),
-            css=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
-            js=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
+            css=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)),
+            js=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in JS_FILES)),
         )
     )
     write_text(out, html)

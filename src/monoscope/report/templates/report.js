@@ -63,6 +63,7 @@
       for (const p of data.img[i]) parts.push(data.pairs[p][0]);
       for (const p of data.txt[i]) parts.push(data.pairs[p][0]);
       for (const [w] of data.words[C.id[i]] || []) parts.push(w);
+      for (const [t] of (data.vocab && data.vocab[i]) || []) parts.push(t);
       hay[i] = parts.join("\n").toLowerCase();
     }
     return hay;
@@ -195,10 +196,21 @@
     const lo = col("lo", i), hi = col("hi", i);
     const imgs = data.img[i], imgv = data.imgv[i], txts = data.txt[i], txtv = data.txtv[i];
     const fallback = !name && txts.length ? data.pairs[txts[0]][0] : "";
+    // vocabulary names (nearest texts to the feature's direction) title ImgD and unnamed features
+    const voc = data.vocab ? data.vocab[i] : null;
+    const byVocab = !!voc && (g === "ImgD" || !name);
+    const title = byVocab ? voc[0][0] : name;
     let s = `<article class="card card-${g}" data-feature="${id}" data-group="${g}">`;
     s += `<header><div class="title"><a class="fid" href="#feature=${id}" title="link to this feature">#${id}</a>`;
-    s += name ? `<h3 class="name">${esc(name)}</h3>` : `<h3 class="name auto" title="no name; its top caption">${esc(fallback)}</h3>`;
+    s += title
+      ? `<h3 class="name" data-name-source="${byVocab ? "vocabulary" : "captions"}" title="${byVocab ? "vocabulary name: the text nearest to its direction" : "named from its top captions"}">${esc(title)}</h3>`
+      : `<h3 class="name auto" title="no name; its top caption">${esc(fallback)}</h3>`;
     s += `</div><span class="pill pill-${g}">${g}</span></header>`;
+    if (voc) {
+      const mark = (on) => (on ? ` <i class="title-mark">(title)</i>` : "");
+      s += `<p class="names"><span class="k">captions</span> ${esc(name || "–")}${mark(!byVocab && !!name)}`;
+      s += ` · <span class="k">vocabulary</span> <span class="vocab">${voc.slice(0, 3).map(([t, c]) => `${esc(t)} <span class="muted">${f2(c)}</span>`).join(", ")}</span>${mark(byVocab)}</p>`;
+    }
     s += `<div class="mdsrow"><span class="k">MDS</span> <b>${f3(mds)}</b>`;
     if (num(lo) && num(hi)) s += ` <span class="ci">95% CI ${f2(lo)}–${f2(hi)}</span>`;
     if (num(col("cf", i))) s += ` <span class="stab" title="confidence that its MDS lies in the ${g === "undetermined" || g === "rare" ? "most likely" : g} region">confidence ${pct(col("cf", i))}</span>`;
