@@ -11,9 +11,7 @@ from monoscope.featuremaps.identity import IdentityMap
 
 
 def test_compare_two_maps(small_store: Path, tmp_path: Path):
-    a = analyze(
-        small_store, IdentityMap(8), tmp_path / "a", device="cpu", progress=False
-    )
+    a = analyze(small_store, IdentityMap(8), tmp_path / "a", device="cpu", progress=False)
     b = analyze(
         small_store,
         IdentityMap(8, mode="abs"),
