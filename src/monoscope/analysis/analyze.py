@@ -64,7 +64,7 @@ from .monosemanticity import (
 )
 from .naming import feature_names
 from .rules import RuleSettings, apply_rule
-from .stats import FeatureStats, RatioStats
+from .stats import FeatureStats, RatioStats, column_sums
 from .uncertainty import SignFlipTest
 
 M_SWEEP = (5, 10, 20, 50)
@@ -113,7 +113,7 @@ def stream(
 
 def _encode(fmap: FeatureMap, x: np.ndarray, modality: str, device: str) -> torch.Tensor:
     acts = fmap.encode_modality(torch.from_numpy(x).to(device), modality).float().cpu()
-    if not torch.isfinite(acts).all():
+    if not torch.isfinite(column_sums(acts)).all():  # a NaN or inf anywhere reaches its sum
         raise MonoscopeError("the feature map produced non-finite activations")
     return acts
 
@@ -175,7 +175,8 @@ def analyze(
         featuremap = load_featuremap(fmap_path)
     featuremap = center_featuremap(featuremap, store, center)
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
-    img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
+    img, txt = FeatureStats(k, keep), FeatureStats(k, keep)
+    ratios = RatioStats(k) if definition == "mean-of-ratios" else None
     ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
     moments_acc = MomentAccumulator(k)
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
@@ -200,7 +201,7 @@ def analyze(
     alive = alive_mask(mu_img, mu_txt)
     if not alive.any():
         raise MonoscopeError("no feature is active on this store: nothing to analyse")
-    mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean)
+    mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean if ratios else None)
     try:
         grouping, q, ev = apply_rule(
             settings, moments, unit_scale(mds, definition), test.p_values() if test else None

@@ -29,6 +29,7 @@ import torch
 from scipy.special import ndtr
 
 from .mds import GROUPS
+from .stats import column_counts, column_sums
 from .uncertainty import benjamini_hochberg
 
 UNDETERMINED, RARE, DEAD = "undetermined", "rare", "dead"
@@ -98,12 +99,12 @@ class MomentAccumulator:
         self.fired = torch.zeros(3, n_features, dtype=torch.int64)
 
     def update(self, a_img: torch.Tensor, a_txt: torch.Tensor) -> None:
+        """Add a (B, K) batch of non-negative paired activations."""
         a, b = a_img.float(), a_txt.float()
         self.n += a.shape[0]
-        products = (a * a, b * b, a * b)
-        self.sums += torch.stack([a.sum(0), b.sum(0), *(p.sum(0) for p in products)]).double()
-        on_a, on_b = a > 0, b > 0
-        self.fired += torch.stack([on_a.sum(0), on_b.sum(0), (on_a | on_b).sum(0)])
+        sums = [column_sums(x) for x in (a, b, a * a, b * b, a * b)]
+        self.sums += torch.stack(sums).double()
+        self.fired += torch.stack([column_counts(a), column_counts(b), column_counts(a + b)])
 
     def result(self) -> PairMoments:
         s, f = self.sums.numpy(), self.fired.numpy()

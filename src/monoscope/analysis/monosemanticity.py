@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .stats import column_counts, column_sums
+
 
 def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
@@ -103,13 +105,12 @@ class MSAccumulator:
     def update(self, acts: torch.Tensor, embeddings: np.ndarray | torch.Tensor) -> None:
         e = unit_rows(embeddings)
         a = acts.float()
-        a64 = a.double()
         self.n += a.shape[0]
         self.ae += (a.T @ e).double()
         self.e += e.sum(0).double()
-        self.a += a64.sum(0)
-        self.a2 += a64.square().sum(0)
-        self.fired += (a > 0).sum(0)
+        self.a += column_sums(a).double()
+        self.a2 += column_sums(a * a).double()
+        self.fired += column_counts(a)
         self.lo = torch.minimum(self.lo, a.amin(0).double())
         self.hi = torch.maximum(self.hi, a.amax(0).double())
 

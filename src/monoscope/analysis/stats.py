@@ -6,6 +6,18 @@ import numpy as np
 import torch
 
 
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    """(K,) float32 sums over the rows of a (B, K) batch, as one matrix-vector product (a
+    reduction over dim 0 is several times slower on CPU)."""
+    return (torch.ones(1, x.shape[0], dtype=x.dtype, device=x.device) @ x)[0]
+
+
+def column_counts(x: torch.Tensor) -> torch.Tensor:
+    """(K,) int64 number of positive entries per column of a non-negative batch (exact below
+    2^24 rows)."""
+    return column_sums(torch.sign(x)).round().long()
+
+
 class FeatureStats:
     """Accumulate the top-m samples of each feature in one modality.
 
@@ -45,10 +57,9 @@ class RatioStats:
 
     def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
         total = acts_img + acts_txt
-        on = total > 0
-        ratio = acts_img / total.masked_fill(~on, 1.0)  # 0 where neither fires
-        self.sum += ratio.sum(0).double()
-        self.count += on.sum(0)
+        ratio = acts_img / total.masked_fill(total <= 0, 1.0)  # 0 where neither fires
+        self.sum += column_sums(ratio).double()
+        self.count += column_counts(total)
 
     @property
     def mean(self) -> np.ndarray:
