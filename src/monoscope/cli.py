@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_types as T
 from ._util import MonoscopeError
 from .demo import SAE as DEMO_SAE
+from .integrity import output_lock
 from .studies.cli import add_parsers as add_study_parsers
 
 # The trainer's methods, listed here so that `--help` does not import torch (a test keeps
@@ -26,9 +28,9 @@ METHODS = (
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto")
+    p.add_argument("--device", default="auto", type=T.device, help="cpu, cuda[:N], mps or auto")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--seed", type=T.seed, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -48,26 +50,33 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--image-column", help="hf: image column (default: auto-detected)")
     p.add_argument("--caption-column", help="hf: caption column (default: auto-detected)")
     p.add_argument("--out", required=True, type=Path, help="store directory")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=T.positive, default=64)
     p.add_argument(
         "--shard-size",
-        type=int,
+        type=T.positive,
         default=4096,
         help="source records per shard (the unit of resume and of data parallelism)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=T.non_negative,
         default=0,
         help="DataLoader processes decoding images beside the model",
     )
     p.add_argument(
         "--dtype",
         default=None,
+        type=T.dtype,
         help="model compute dtype: auto (checkpoint's), fp32, fp16, bf16 "
         "(default: fp32); stored embeddings are always float32",
     )
     p.add_argument("--no-normalize", action="store_true", help="store raw, not L2-normalised")
+    p.add_argument(
+        "--max-pixels",
+        type=T.positive,
+        default=DEFAULT_MAX_PIXELS,
+        help="larger images are skipped (counted) without being decoded",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _common(p, seed=False)
@@ -77,8 +86,9 @@ def _add_embed(sub: Any) -> None:
 def _run_embed(a: argparse.Namespace) -> list[Path]:
     from .data import open_source
     from .embed import embed
+    from .store import Store
 
-    return [
+    out = [
         embed(
             a.model,
             open_source(a.data, image_column=a.image_column, caption_column=a.caption_column),
@@ -92,8 +102,18 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
             resume=a.resume,
             overwrite=a.overwrite,
             progress=not a.quiet,
+            max_pixels=a.max_pixels,
         )
     ]
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return out
+    skipped = Store(out[0]).manifest.get("skipped") or {}
+    if skipped.get("count"):
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
+        print(f"skipped {skipped['count']} records: {reasons}", file=sys.stderr)
+    return out
 
 
 def _add_train(sub: Any) -> None:
@@ -101,15 +121,21 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, type=Path, help="feature-map directory")
-    p.add_argument("--latents", type=int, default=2048, help="number of features K")
-    p.add_argument("--k", type=int, default=32, help="active latents (TopK family)")
-    p.add_argument("--l1", type=float, default=None, help="sparsity penalty (sae-relu)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (method default)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--latents", type=T.positive, default=2048, help="number of features K")
+    p.add_argument("--k", type=T.positive, default=32, help="active latents (TopK family)")
+    p.add_argument(
+        "--l1", type=T.positive_float, default=None, help="sparsity penalty (sae-relu)"
+    )
+    p.add_argument("--batch-size", type=T.positive, default=1024)
+    p.add_argument(
+        "--lr", type=T.positive_float, default=None, help="learning rate (method default)"
+    )
+    p.add_argument("--epochs", type=T.positive_float, default=None)
+    p.add_argument("--steps", type=T.positive, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps (0: none)")
+    p.add_argument(
+        "--checkpoint-every", type=T.non_negative, default=1000, help="steps (0: none)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
     _common(p)
@@ -147,7 +173,7 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--featuremap", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="analysis directory")
-    p.add_argument("--top-m", type=int, default=20, help="top samples kept per feature")
+    p.add_argument("--top-m", type=T.positive, default=20, help="top samples kept per feature")
     p.add_argument(
         "--mds", default="ratio-of-means", choices=("ratio-of-means", "mean-of-ratios", "signed")
     )
@@ -166,9 +192,18 @@ def _add_analyze(sub: Any) -> None:
     )
     p.add_argument("--permutations", type=int, default=1000, help="sign flips (rule test)")
     p.add_argument(
-        "--bootstrap", type=int, default=200, help="Poisson bootstrap replicates for CIs (0: none)"
+        "--bootstrap",
+        type=T.non_negative,
+        default=200,
+        help="Poisson bootstrap replicates for CIs (0: none)",
     )
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=T.positive, default=4096)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="analyse with a feature map trained on another model's embeddings",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing analysis")
     p.add_argument(
         "--words",
         action="store_true",
@@ -200,6 +235,8 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         device=a.device,
         seed=a.seed,
         progress=not a.quiet,
+        force=a.force,
+        overwrite=a.overwrite,
     )
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
@@ -238,10 +275,13 @@ def _add_ablate(sub: Any) -> None:
         "--template",
         action="append",
         dest="templates",
+        type=T.template,
         help="class prompt template with {} (repeatable; default: built-in set)",
     )
-    p.add_argument("--control-seeds", type=int, default=5, help="random same-size controls")
-    p.add_argument("--max-pairs", type=int, default=4000, help="pairs evaluated")
+    p.add_argument(
+        "--control-seeds", type=T.positive, default=5, help="random same-size controls"
+    )
+    p.add_argument("--max-pairs", type=T.integer(2), default=4000, help="pairs evaluated")
     _common(p)
     p.set_defaults(run=_run_ablate)
 
@@ -413,6 +453,18 @@ def _run_doctor(a: argparse.Namespace) -> list[Path]:
 
 
 _fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+DEFAULT_MAX_PIXELS = 64_000_000  # see monoscope.data.pixels; kept here so --help stays light
+
+
+def _output_of(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """(output to lock, whether it is a file). Data-parallel ranks other than 0 share rank 0's
+    directory and do not lock it."""
+    import os
+
+    out = getattr(args, "out", None)
+    if out is None or os.environ.get("RANK", "0") != "0":
+        return None, False
+    return out, args.command == "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,12 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        paths = args.run(args)
+        with output_lock(*_output_of(args)):
+            paths = args.run(args)
     except MonoscopeError as e:
         print(f"monoscope: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, permission denied, ...: one line, not a traceback
-        print(f"monoscope: error: {e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"monoscope: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("monoscope: interrupted", file=sys.stderr)

@@ -30,6 +30,7 @@ from .._util import (
     write_json,
 )
 from ..featuremaps import FeatureMap, load_featuremap
+from ..integrity import analysis_inputs, check_featuremap_for_store, prepare_analysis_out
 from ..store import Store
 from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
 from .monosemanticity import (
@@ -121,6 +122,8 @@ def analyze(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
+    overwrite: bool = True,
 ) -> Path:
     """Score every feature's MDS, group the features, find their top-m samples and measure
     their monosemanticity.
@@ -131,6 +134,9 @@ def analyze(
     each feature's group stability. EmbSim uses the store's own embeddings as the evaluator and
     ``null_sets`` random m-sets as its null. Writes ``features.csv``, ``summary.json`` and
     ``top/{image,text}_{idx,val}.npy`` (the ``max(top_m, 50)`` largest activations, sorted).
+    The files of an earlier analysis in ``out`` are removed first (refused if not
+    ``overwrite``); a feature map trained on another model's embeddings is refused unless
+    ``force``. summary.json records the fingerprints of the store and the feature map.
     """
     if rule not in (*RULES, "test"):
         raise MonoscopeError(f"unknown grouping rule {rule!r}")
@@ -140,6 +146,13 @@ def analyze(
     if not isinstance(featuremap, FeatureMap):
         fmap_path = Path(featuremap)
         featuremap = load_featuremap(fmap_path)
+    note = check_featuremap_for_store(fmap_path, store, force) if fmap_path else None
+    if store.count < min(M_SWEEP):
+        raise MonoscopeError(
+            f"{store.path}: {store.count} pairs; an analysis needs at least {min(M_SWEEP)}"
+        )
+    out = Path(out)
+    prepare_analysis_out(out, overwrite)
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
     img, txt, ratios = FeatureStats(k, keep), FeatureStats(k, keep), RatioStats(k)
     ms_img, ms_txt = MSAccumulator(k, store.dim), MSAccumulator(k, store.dim)
@@ -188,7 +201,6 @@ def analyze(
             groups[g]["mean_stability"] = float(members.mean()) if members.size else None
     columns.update(freq_img=img.frequency, freq_txt=txt.frequency)
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tops = {}
     for modality, stats in (("image", img), ("text", txt)):
@@ -228,6 +240,7 @@ def analyze(
         "skipped": store.manifest.get("skipped"),
         "seed": seed,
         "versions": versions(),
+        **analysis_inputs(store, fmap_path, note),
     }
     if rule == "test":
         summary["grouping"].update(fdr=fdr, min_effect=min_effect, permutations=permutations)

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
+from .._util import MonoscopeError, read_json, versions, write_json
+from ..integrity import refuse_if_being_written, save_safetensors
 
 FORMAT_VERSION = 1
 KINDS: dict[str, type[FeatureMap]] = {}
@@ -73,13 +75,14 @@ class FeatureMap(torch.nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(path / "model.safetensors", lambda p: save_file(tensors, str(p)))
+        weights_sha256 = save_safetensors(path / "model.safetensors", tensors)
         config = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "dim": self.dim,
             "n_features": self.n_features,
             "hparams": self.hparams(),
+            "weights_sha256": weights_sha256,
             "versions": versions(),
             **(extra or {}),
         }
@@ -92,15 +95,25 @@ def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
     from . import identity, ncl, sae  # noqa: F401  (register the built-in kinds)
 
     path = Path(path)
+    refuse_if_being_written(path, "feature map")
     if not (path / "config.json").is_file():
         raise MonoscopeError(f"{path}: not a feature map (no config.json)")
     config = read_json(path / "config.json")
-    kind = config.get("kind")
+    kind = config.get("kind") if isinstance(config, dict) else None
     if kind not in KINDS:
         raise MonoscopeError(f"{path}: unknown feature map kind {kind!r}; known: {sorted(KINDS)}")
-    fmap = KINDS[kind](**config["hparams"])
+    if not isinstance(config.get("hparams"), dict):
+        raise MonoscopeError(f"{path}/config.json: no 'hparams' object (damaged?)")
+    try:
+        fmap = KINDS[kind](**config["hparams"])
+    except (TypeError, ValueError) as e:
+        raise MonoscopeError(f"{path}/config.json: hparams do not build a {kind} ({e})") from None
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise MonoscopeError(f"{path}: model.safetensors is missing")
-    fmap.load_state_dict(load_file(str(weights)))
+    try:
+        fmap.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MonoscopeError(f"{weights}: unreadable or not this map's weights ({first})") from None
     return fmap.to(device).eval()

@@ -1,0 +1,430 @@
+"""Outputs that cannot disagree with their inputs: one writer per output, content fingerprints,
+checks that an input is the one an output was made from, and re-hashing for ``doctor --verify``.
+
+* **Locks.** A command that writes a directory holds an exclusive ``fcntl.flock`` on
+  ``DIR/.monoscope.lock`` (a file output ``F``: ``.F.lock`` beside it) for its lifetime; the
+  file names the holder's PID and command line. A second writer stops at once with one line
+  naming them; a reader of a directory that is being written says so.
+* **Fingerprints.** Files are hashed (SHA-256) while they are written, never in a second pass:
+  a store's manifest records each shard file's digest and size, and ``fingerprint``, the digest
+  of the shard digests and of ``pairs.jsonl``; a feature map's ``config.json`` records
+  ``weights_sha256`` and the fingerprint and model of the store it was trained on; an
+  analysis's ``summary.json`` records both under ``inputs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._util import MonoscopeError, atomic_write, read_json
+
+LOCK_NAME = ".monoscope.lock"
+_HELD: dict[Path, int] = {}  # lock files this process holds -> fd
+
+
+# ---------------------------------------------------------------------------------- locks
+
+
+def lock_file_of(target: Path, is_file: bool = False) -> Path:
+    """The lock file guarding output ``target`` (a directory, or a file when ``is_file``)."""
+    return target.parent / f".{target.name}.lock" if is_file else target / LOCK_NAME
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path | None, is_file: bool = False) -> Iterator[None]:
+    """Hold the exclusive lock on output ``target`` for the ``with`` block (None: no-op).
+
+    Raises :class:`MonoscopeError` naming the holder when another process writes ``target``.
+    """
+    if target is None:
+        yield
+        return
+    lock = lock_file_of(Path(target), is_file)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    key = lock.resolve()
+    if key in _HELD:  # re-entrant within one process (a command calling another stage)
+        yield
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise MonoscopeError(
+            f"{target}: another monoscope process is writing it ({holder}); wait for it to "
+            "finish or choose another --out"
+        ) from None
+    try:
+        info = {
+            "pid": os.getpid(),
+            "command": " ".join(["monoscope", *sys.argv[1:]]),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        _HELD[key] = fd
+        yield
+    finally:
+        _HELD.pop(key, None)
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def writer_of(directory: Path) -> str | None:
+    """``PID N (command)`` of another process writing ``directory`` now, else None."""
+    lock = directory / LOCK_NAME
+    if not lock.is_file() or lock.resolve() in _HELD:
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)  # also drops the shared lock
+    return None
+
+
+def refuse_if_being_written(directory: Path, what: str) -> None:
+    """Raise when another process is writing ``directory`` (a ``what``) right now."""
+    holder = writer_of(directory)
+    if holder:
+        raise MonoscopeError(
+            f"{directory}: the {what} is still being written ({holder}); wait for it to finish"
+        )
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"PID {info['pid']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "PID unknown"
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, f: Any):
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        self.f.write(view)
+        self.sha.update(view)
+        self.size += len(view)
+        return len(view)
+
+
+def save_npy_hashed(path: Path, array: np.ndarray) -> tuple[str, int]:
+    """Save ``array`` as ``.npy`` atomically; (SHA-256, bytes) of the file, hashed as written."""
+    box: list[Any] = []
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            h = _HashingWriter(f)
+            np.lib.format.write_array(h, np.ascontiguousarray(array), allow_pickle=False)
+            box.append(h)
+
+    atomic_write(path, write)
+    return box[0].sha.hexdigest(), box[0].size
+
+
+def write_bytes_hashed(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; its SHA-256."""
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_safetensors(path: Path, tensors: dict[str, Any]) -> str:
+    """Save torch tensors as safetensors atomically (an ``OSError`` on a full disk, not the
+    library's own error); the file's SHA-256."""
+    from safetensors.torch import save
+
+    return write_bytes_hashed(path, save(tensors))
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def combine(digests: list[str]) -> str:
+    """One fingerprint of an ordered list of digests."""
+    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def append_line(f: Any, line: str, path: Path) -> None:
+    """Append one line to ``f`` (a file opened ``"ab", buffering=0``); on failure (a full disk)
+    cut the file back to where it was, so no torn line is left, and re-raise naming ``path``."""
+    data = (line + "\n").encode()
+    pos = os.lseek(f.fileno(), 0, os.SEEK_END)
+    try:
+        done = 0
+        while done < len(data):
+            done += f.write(data[done:])
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(f.fileno(), pos)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+# ------------------------------------------------------------------ identities and records
+
+
+def model_identity(info: Any) -> dict[str, Any]:
+    """The part of an encoder's ``info()`` that names the model (not its compute dtype)."""
+    info = info if isinstance(info, dict) else {}
+    return {k: info.get(k) for k in ("kind", "id", "revision")}
+
+
+def _model_name(info: Any) -> str:
+    m = model_identity(info)
+    return f"{m['kind']}:{m['id']}" + (f"@{m['revision']}" if m["revision"] else "")
+
+
+def store_record(store: Any) -> dict[str, Any]:
+    """What an output records about the store it was made from."""
+    return {
+        "path": str(store.path.resolve()),
+        "fingerprint": store.manifest.get("fingerprint"),
+        "model": model_identity(store.manifest.get("model")),
+        "count": store.count,
+    }
+
+
+def featuremap_record(path: Path) -> dict[str, Any]:
+    """What an analysis records about its feature map (from its ``config.json``)."""
+    config = _json_object(path / "config.json")
+    trained = (config.get("training") or {}).get("store") or {}
+    return {
+        "path": str(path.resolve()),
+        "fingerprint": config.get("weights_sha256"),
+        "kind": config.get("kind"),
+        "trained_on": {
+            "fingerprint": trained.get("fingerprint"),
+            "model": model_identity(trained.get("model")) if trained.get("model") else None,
+        },
+    }
+
+
+def check_featuremap_for_store(fmap_path: Path, store: Any, force: bool) -> str | None:
+    """Refuse a feature map trained on another model's embeddings (unless ``force``); a note
+    when it was trained on other data of the same model, or nothing is recorded."""
+    trained = featuremap_record(fmap_path)["trained_on"]
+    here = model_identity(store.manifest.get("model"))
+    if trained["model"] is None:
+        return "the feature map records no training store; its model is not checked"
+    if trained["model"] != here:
+        note = (
+            f"the feature map {fmap_path} was trained on embeddings of "
+            f"{_model_name(trained['model'])}, the store {store.path} holds {_model_name(here)}"
+        )
+        if force:
+            return note + " (--force)"
+        raise MonoscopeError(
+            f"{note}; train a feature map on this store (monoscope train --store {store.path}) "
+            "or pass --force"
+        )
+    fp = store.manifest.get("fingerprint")
+    if trained["fingerprint"] and fp and trained["fingerprint"] != fp:
+        return (
+            "the feature map was trained on other data of the same model "
+            f"(store {trained['fingerprint'][:19]}), analysed on store {fp[:19]}"
+        )
+    return None
+
+
+def check_finished(out: Path, method: str, hparams: dict[str, Any], store: Any) -> None:
+    """Refuse ``train --resume`` on a finished map that another command made (other method,
+    hyper-parameters or store), instead of returning it as if it were the one asked for."""
+    config = _json_object(out / "config.json")
+    training = config.get("training") or {}
+    asked = {"method": method, "hparams": json.loads(json.dumps(hparams))}
+    have = {"method": training.get("method"), "hparams": config.get("hparams")}
+    for key in asked:
+        if asked[key] != have[key]:
+            raise MonoscopeError(
+                f"{out}: the finished feature map has {key} {have[key]!r}, not {asked[key]!r}; "
+                "pass --overwrite to train it anew"
+            )
+    rec = (training.get("store") or {}).get("fingerprint")
+    fp = store.manifest.get("fingerprint")
+    if rec and fp and rec != fp:
+        raise MonoscopeError(
+            f"{out}: the finished feature map was trained on another store (fingerprint "
+            f"{rec[:19]}), not {store.path} ({fp[:19]}); pass --overwrite to train it anew"
+        )
+
+
+def prepare_analysis_out(out: Path, overwrite: bool) -> None:
+    """An analysis starts from a clean directory: refuse an existing one unless ``overwrite``,
+    then remove every file of the earlier analysis, so none survives into the new one."""
+    prepare_out(out, "analysis", overwrite)
+    if kind_of(out) == "analysis" or any((out / n).exists() for n in OWN_FILES["analysis"]):
+        if not overwrite:
+            raise MonoscopeError(f"{out}: an analysis is already there; pass --overwrite")
+        remove_own_files(out, "analysis")
+
+
+def analysis_inputs(store: Any, fmap_path: Path | None, note: str | None) -> dict[str, Any]:
+    """The ``inputs`` (and ``notes``) entries of an analysis's summary.json."""
+    out: dict[str, Any] = {
+        "inputs": {
+            "store": store_record(store),
+            "featuremap": featuremap_record(fmap_path) if fmap_path else None,
+        }
+    }
+    if note:
+        out["notes"] = [note]
+    return out
+
+
+def check_analysis_matches(
+    analysis: Path, store: Any | None = None, fmap_path: Path | None = None
+) -> dict[str, Any]:
+    """Refuse an analysis that was not made from ``store`` / the feature map at ``fmap_path``
+    (recorded fingerprints differ); returns its summary."""
+    summary = _json_object(analysis / "summary.json")
+    inputs = summary.get("inputs") or {}
+    rebuild = f"rerun monoscope analyze with --out {analysis} --overwrite"
+    if store is not None:
+        rec = (inputs.get("store") or {}).get("fingerprint")
+        fp = store.manifest.get("fingerprint")
+        if rec and fp and rec != fp:
+            raise MonoscopeError(
+                f"{analysis}: stale analysis: it was made from a store with fingerprint "
+                f"{rec[:19]}, but {store.path} has {fp[:19]} (re-embedded?); {rebuild}"
+            )
+    if fmap_path is not None:
+        rec = (inputs.get("featuremap") or {}).get("fingerprint")
+        fp = _json_object(fmap_path / "config.json").get("weights_sha256")
+        if rec and fp and rec != fp:
+            raise MonoscopeError(
+                f"{analysis}: stale analysis: it was made from another feature map than "
+                f"{fmap_path} (weights {rec[:12]} != {fp[:12]}); {rebuild}"
+            )
+    return summary
+
+
+def check_analysis_current(analysis: Path) -> dict[str, Any]:
+    """Refuse an analysis whose recorded store or feature map changed on disk since (those
+    that no longer exist are not checked); returns its summary."""
+    summary = _json_object(analysis / "summary.json")
+    inputs = summary.get("inputs") or {}
+    store_path = Path((inputs.get("store") or {}).get("path") or "/nonexistent")
+    fmap_path = Path((inputs.get("featuremap") or {}).get("path") or "/nonexistent")
+    store = None
+    if (store_path / "manifest.json").is_file():
+        from .store import Store
+
+        store = Store(store_path)
+    fmap = fmap_path if (fmap_path / "config.json").is_file() else None
+    return check_analysis_matches(analysis, store, fmap)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise MonoscopeError(f"{path}: not a JSON object")
+    return data
+
+
+# ------------------------------------------------------------------- output directories
+
+OWN_FILES = {
+    "store": ("manifest.json", "pairs.jsonl", "image", "text", "pairs", "progress"),
+    "featuremap": (
+        "config.json",
+        "model.safetensors",
+        "train_log.jsonl",
+        "metrics.json",
+        "checkpoints",
+    ),
+    "analysis": ("summary.json", "features.csv", "top", "words.json"),
+}
+
+
+def kind_of(directory: Path) -> str | None:
+    """``store``, ``featuremap``, ``analysis``, ``other`` (files of something else) or None
+    (missing or empty but for the lock file)."""
+    if not directory.is_dir():
+        return None
+    names = {p.name for p in directory.iterdir()} - {LOCK_NAME}
+    if not names:
+        return None
+    for kind, marker, keys in (
+        ("store", "manifest.json", ("format_version", "shards")),
+        ("featuremap", "config.json", ("kind", "hparams")),
+        ("analysis", "summary.json", ("n_features", "top_kept")),
+    ):
+        if marker in names and _has_keys(directory / marker, keys):
+            return kind
+    if (directory / "progress" / "header.json").is_file():
+        return "store"
+    if (directory / "checkpoints" / "latest.json").is_file():
+        return "featuremap"
+    return "other"
+
+
+def _has_keys(path: Path, keys: tuple[str, ...]) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in keys)
+
+
+def prepare_out(out: Path, kind: str, overwrite: bool) -> None:
+    """Refuse an ``--out`` that holds something other than a ``kind`` unless ``overwrite``;
+    never replace another kind's file of the same name."""
+    found = kind_of(out)
+    if found is None or found == kind:
+        return
+    what = "files that are not monoscope outputs" if found == "other" else f"a {found}"
+    clash = [n for n in OWN_FILES[kind] if (out / n).exists()]
+    if clash:
+        raise MonoscopeError(
+            f"{out}: holds {what} with its own {clash[0]}; writing a {kind} there would replace "
+            "it: choose another --out"
+        )
+    if not overwrite:
+        raise MonoscopeError(
+            f"{out}: not empty and holds {what}, not a {kind}; choose another --out or pass "
+            f"--overwrite (which removes only {kind} files)"
+        )
+
+
+def remove_own_files(out: Path, kind: str) -> None:
+    """Delete the files a ``kind`` output consists of, and nothing else."""
+    for name in OWN_FILES[kind]:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
