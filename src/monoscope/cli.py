@@ -439,13 +439,21 @@ def _run_demo(a: argparse.Namespace) -> list[Path]:
 def _add_doctor(sub: Any) -> None:
     p = sub.add_parser("doctor", help="validate a store, feature map or analysis", **_fmt)
     p.add_argument("path", type=Path, help="a store, feature-map or analysis directory")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also re-hash every shard and weights file against the recorded checksums",
+    )
     p.set_defaults(run=_run_doctor)
 
 
 def _run_doctor(a: argparse.Namespace) -> list[Path]:
     from .doctor import diagnose
+    from .integrity import verify
 
     problems = diagnose(a.path)
+    if a.verify and not problems:
+        problems = verify(a.path)
     print("\n".join(problems) or "ok")
     if problems:
         raise SystemExit(1)

@@ -30,7 +30,9 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def number(low: float, *, strict: bool = False, high: float | None = None) -> Callable[[str], float]:
+def number(
+    low: float, *, strict: bool = False, high: float | None = None
+) -> Callable[[str], float]:
     """A finite float >= low (> low when ``strict``), <= high when given."""
 
     def parse(text: str) -> float:

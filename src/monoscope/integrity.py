@@ -389,6 +389,11 @@ def kind_of(directory: Path) -> str | None:
         return "store"
     if (directory / "checkpoints" / "latest.json").is_file():
         return "featuremap"
+    if names & {"manifest.json", "config.json", "summary.json"}:  # someone else's
+        return "other"
+    for kind, own in OWN_FILES.items():  # what an interrupted run of that kind leaves
+        if all(n in own or n.startswith(".") for n in names):
+            return kind
     return "other"
 
 
@@ -428,3 +433,67 @@ def remove_own_files(out: Path, kind: str) -> None:
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def verify(path: Path) -> list[str]:
+    """Re-hash the files of the store, feature map or analysis at ``path`` (an analysis: its
+    store and feature map) against the recorded checksums; the first difference, or []."""
+    kind = kind_of(path)
+    try:
+        if kind == "store":
+            return _verify_store(path)
+        if kind == "featuremap":
+            return _verify_featuremap(path)
+        if kind == "analysis":
+            check_analysis_current(path)
+            inputs = _json_object(path / "summary.json").get("inputs") or {}
+            for key, check in (("store", _verify_store), ("featuremap", _verify_featuremap)):
+                where = Path((inputs.get(key) or {}).get("path") or "/nonexistent")
+                if where.is_dir():
+                    problems = check(where)
+                    if problems:
+                        return problems
+            return []
+    except MonoscopeError as e:
+        return [str(e)]
+    return [f"{path}: nothing to verify (not a complete store, feature map or analysis)"]
+
+
+def _verify_store(path: Path) -> list[str]:
+    m = _json_object(path / "manifest.json")
+    rebuild = "re-embed it (monoscope embed ... --overwrite)"
+    digests = []
+    for shard in m.get("shards") or []:
+        for modality in ("image", "text"):
+            recorded, file = shard.get(f"{modality}_sha256"), path / str(shard.get(modality))
+            if not recorded:
+                return [f"{path}: no checksums recorded (an older store); {rebuild} to verify it"]
+            if not file.is_file():
+                return [f"{file}: missing; {rebuild}"]
+            if sha256_file(file) != recorded:
+                return [f"{file}: checksum differs from the manifest (changed on disk); {rebuild}"]
+            digests.append(recorded)
+    pairs = path / "pairs.jsonl"
+    if not pairs.is_file() or sha256_file(pairs) != m.get("pairs_sha256"):
+        return [f"{pairs}: checksum differs from the manifest (changed on disk); {rebuild}"]
+    if combine([*digests, m["pairs_sha256"]]) != m.get("fingerprint"):
+        return [f"{path}/manifest.json: fingerprint does not match its shard checksums; {rebuild}"]
+    return []
+
+
+def _verify_featuremap(path: Path) -> list[str]:
+    recorded = _json_object(path / "config.json").get("weights_sha256")
+    weights = path / "model.safetensors"
+    if not recorded:
+        return [f"{path}: no weights checksum recorded; retrain it to verify it"]
+    if not weights.is_file():
+        return [f"{weights}: missing"]
+    if sha256_file(weights) != recorded:
+        return [
+            f"{weights}: checksum differs from config.json (changed on disk); retrain it "
+            "(monoscope train ... --overwrite)"
+        ]
+    return []

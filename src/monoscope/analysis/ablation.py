@@ -19,6 +19,7 @@ import torch
 from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
+from ..integrity import check_analysis_matches
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .mds import GROUPS
@@ -123,6 +124,7 @@ def ablate(
             device=device,
             progress=progress,
         )
+    analysis_summary = check_analysis_matches(Path(analysis), store_obj, Path(featuremap))
     groups = read_feature_table(Path(analysis) / "features.csv")["group"]
     if len(groups) != fmap.n_features:
         raise MonoscopeError(
@@ -192,6 +194,7 @@ def ablate(
         "store": str(Path(store).resolve()),
         "featuremap": str(Path(featuremap).resolve()),
         "analysis": str(Path(analysis).resolve()),
+        "inputs": analysis_summary.get("inputs"),
         "space": "embedding" if fmap.has_decoder else "feature",
         "n_pairs": n,
         "label_keys": sorted(tasks),

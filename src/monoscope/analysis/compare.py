@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
+from .._util import MonoscopeError, atomic_write, versions, write_json
+from ..integrity import check_analysis_current
 from .analyze import read_feature_table
 from .mds import GROUPS
 from .monosemanticity import win_rate
@@ -33,7 +34,7 @@ def compare(
         raise MonoscopeError("compare needs at least two analysis directories")
     if names is not None and len(names) != len(paths):
         raise MonoscopeError(f"--names has {len(names)} entries for {len(paths)} analyses")
-    summaries = [read_json(p / "summary.json") for p in paths]
+    summaries = [check_analysis_current(p) for p in paths]  # refuses stale analyses
     tables = [read_feature_table(p / "features.csv") for p in paths]
     labels = list(names) if names else [_name(s, p) for s, p in zip(summaries, paths, strict=True)]
     if len(set(labels)) != len(labels):

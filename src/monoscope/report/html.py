@@ -33,6 +33,7 @@ from PIL import Image
 
 from .._util import MonoscopeError, read_json, write_text
 from ..data import load_image_ref
+from ..integrity import check_analysis_current
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
@@ -606,6 +607,7 @@ def render_report(
     """
     t0 = time.perf_counter()
     analysis_dir, out = Path(analysis_dir), Path(out)
+    check_analysis_current(analysis_dir)  # refuses an analysis whose store changed since
     summary = read_json(analysis_dir / "summary.json")
     features = read_features(analysis_dir / "features.csv")
     top = _load_top(analysis_dir / "top")
@@ -654,6 +656,11 @@ def render_report(
         analysis_dir, ablation, compare, studies, discover, notices
     )
     abl = read_optional_json(abl_path, notices)
+    if abl and (abl.get("settings") or {}).get("inputs", summary.get("inputs")) != summary.get(
+        "inputs"
+    ):
+        notices.append(f"{abl_path}: made from other inputs than this analysis; left out.")
+        abl = None
     cmp_ = read_optional_json(cmp_path, notices)
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
     groups = summary.get("groups") or {}
