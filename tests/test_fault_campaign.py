@@ -354,6 +354,48 @@ def config_without_hparams(r, tmp):
     return analyze(r["store"], fmap, tmp / "a")
 
 
+def report_damaged_pairs_line(r, tmp):
+    store = copy(r["store"], tmp / "store")
+    analysis = tmp / "a"
+    assert analyze(store, r["fmap"], analysis) == 0
+    text = (store / "pairs.jsonl").read_text()
+    (store / "pairs.jsonl").write_text("#" + text[1:])  # same size: the cheap checks pass
+    return main(["report", "--analysis", str(analysis), "--out", str(tmp / "r.html")])
+
+
+def npy_header_damaged(r, tmp):
+    store = copy(r["store"], tmp / "store")
+    f = store / "image" / "00001.npy"
+    data = bytearray(f.read_bytes())
+    data[:6] = b"NOTNPY"
+    f.write_bytes(bytes(data))
+    return analyze(store, r["fmap"], tmp / "a")
+
+
+def ablate_into_analysis(r, tmp):
+    analysis = copy(r["analysis"], tmp / "a")
+    args = ["ablate", "--store", str(r["store"]), "--featuremap", str(r["fmap"])]
+    return main(args + ["--out", str(analysis), "--labels", "parity", *QUIET])
+
+
+def train_into_store(r, tmp):
+    store = copy(r["store"], tmp / "store")
+    return train(store, store)
+
+
+def embed_overwrite_foreign_keeps_files(r, tmp):
+    folder = tmp / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"jpeg")
+    data = _pairs_file(tmp, 4)
+    return embed_cli(data, folder, "--overwrite")
+
+
+def check_overwrite_kept(r, tmp):
+    assert (tmp / "photos" / "holiday.jpg").read_bytes() == b"jpeg"
+    assert Store(tmp / "photos").count == 4
+
+
 def tiny_store(r, tmp):
     store = make_store(tmp / "tiny", 3)
     assert train(store, tmp / "fm") == 0
@@ -404,6 +446,10 @@ def bomb_and_bad_captions(r, tmp):
 
 
 def check_skips(r, tmp):
+    console = (tmp / "stderr.txt").read_text()
+    assert "skipped 4 records: caption not a string 2, image too large 1, missing image 1" in (
+        console
+    )
     m = Store(tmp / "s").manifest
     assert m["count"] == 6
     assert m["skipped"]["reasons"] == {
@@ -519,6 +565,18 @@ CASES = [
     Case("manifest without shards", "integrity", manifest_without_shards, 2, "shards"),
     Case("damaged safetensors", "integrity", damaged_safetensors_header, 2, "model.safetensors"),
     Case("config.json hparams", "integrity", config_without_hparams, 2, "hparams"),
+    Case("report, damaged pairs line", "integrity", report_damaged_pairs_line, 2, "line 1"),
+    Case("damaged .npy header", "integrity", npy_header_damaged, 2, "image/00001.npy"),
+    Case("ablate into an analysis", "clobber", ablate_into_analysis, 2, "holds an analysis"),
+    Case("train into a store", "clobber", train_into_store, 2, "holds a store"),
+    Case(
+        "embed --overwrite, foreign files",
+        "clobber",
+        embed_overwrite_foreign_keeps_files,
+        0,
+        "",
+        check_overwrite_kept,
+    ),
     Case("store of 3 pairs", "bad input", tiny_store, 2, "at least 5"),
     Case("unbalanced CSV quote", "bad input", unbalanced_csv, 2, "line"),
     Case("bomb, list/dict captions, loop", "bad input", bomb_and_bad_captions, 0, "", check_skips),
@@ -548,6 +606,7 @@ def test_case(case: Case, run: dict[str, Path], tmp_path: Path, capsys) -> None:
         assert len(out.strip().splitlines()) == 1 and case.message in out, out
     elif case.message:
         assert case.message in one_error(err)
+    (tmp_path / "stderr.txt").write_text(err)
     if case.check:
         case.check(run, tmp_path)
     assert {k: tree(v) for k, v in run.items()} == before  # the shared inputs are untouched

@@ -123,9 +123,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="feature-map directory")
     p.add_argument("--latents", type=T.positive, default=2048, help="number of features K")
     p.add_argument("--k", type=T.positive, default=32, help="active latents (TopK family)")
-    p.add_argument(
-        "--l1", type=T.positive_float, default=None, help="sparsity penalty (sae-relu)"
-    )
+    p.add_argument("--l1", type=T.positive_float, default=None, help="sparsity penalty (sae-relu)")
     p.add_argument("--batch-size", type=T.positive, default=1024)
     p.add_argument(
         "--lr", type=T.positive_float, default=None, help="learning rate (method default)"
@@ -133,9 +131,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--epochs", type=T.positive_float, default=None)
     p.add_argument("--steps", type=T.positive, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
-    p.add_argument(
-        "--checkpoint-every", type=T.non_negative, default=1000, help="steps (0: none)"
-    )
+    p.add_argument("--checkpoint-every", type=T.non_negative, default=1000, help="steps (0: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
     _common(p)
@@ -278,9 +274,7 @@ def _add_ablate(sub: Any) -> None:
         type=T.template,
         help="class prompt template with {} (repeatable; default: built-in set)",
     )
-    p.add_argument(
-        "--control-seeds", type=T.positive, default=5, help="random same-size controls"
-    )
+    p.add_argument("--control-seeds", type=T.positive, default=5, help="random same-size controls")
     p.add_argument("--max-pairs", type=T.integer(2), default=4000, help="pairs evaluated")
     _common(p)
     p.set_defaults(run=_run_ablate)
@@ -392,7 +386,10 @@ def _add_pocket(sub: Any) -> None:
     t = psub.add_parser("train", help="retrain the pocket model on the emoji pairs", **_fmt)
     t.add_argument("--out", required=True, type=Path, help="directory for the weights")
     t.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (default: the shipped recipe)"
+        "--epochs",
+        type=T.positive,
+        default=None,
+        help="training epochs (default: the shipped recipe)",
     )
     _common(t)
     t.set_defaults(run=_run_pocket_train)
@@ -409,9 +406,9 @@ def _run_pocket_train(a: argparse.Namespace) -> list[Path]:
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default", **_fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--latents", type=int, default=DEMO_SAE["latents"], help="SAE features")
-    p.add_argument("--k", type=int, default=DEMO_SAE["k"], help="SAE active latents")
-    p.add_argument("--epochs", type=int, default=DEMO_SAE["epochs"], help="SAE epochs")
+    p.add_argument("--latents", type=T.positive, default=DEMO_SAE["latents"], help="SAE features")
+    p.add_argument("--k", type=T.positive, default=DEMO_SAE["k"], help="SAE active latents")
+    p.add_argument("--epochs", type=T.positive, default=DEMO_SAE["epochs"], help="SAE epochs")
     p.add_argument(
         "--studies",
         action="store_true",

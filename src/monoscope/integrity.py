@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -121,35 +123,32 @@ def _holder(fd: int) -> str:
 # ----------------------------------------------------------------------------- hashing
 
 
-class _HashingWriter(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through it."""
-
-    def __init__(self, f: Any):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        self.f.write(view)
-        self.sha.update(view)
-        self.size += len(view)
-        return len(view)
-
-
 def save_npy_hashed(path: Path, array: np.ndarray) -> tuple[str, int]:
-    """Save ``array`` as ``.npy`` atomically; (SHA-256, bytes) of the file, hashed as written."""
-    box: list[Any] = []
+    """Save ``array`` as ``.npy`` atomically; (SHA-256, bytes) of the file. The bytes are hashed
+    from memory in a second thread while they are written (hashlib releases the GIL), so the
+    checksum costs no second pass over the file and little wall time."""
+    array = np.ascontiguousarray(array)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(array))
+    header, data = head.getvalue(), memoryview(array).cast("B")
+    sha = hashlib.sha256(header)
+    hashing = _hasher().submit(sha.update, data)
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
-            h = _HashingWriter(f)
-            np.lib.format.write_array(h, np.ascontiguousarray(array), allow_pickle=False)
-            box.append(h)
+            f.write(header)
+            f.write(data)
 
-    atomic_write(path, write)
-    return box[0].sha.hexdigest(), box[0].size
+    try:
+        atomic_write(path, write)
+    finally:
+        hashing.result()
+    return sha.hexdigest(), len(header) + data.nbytes
+
+
+@functools.cache
+def _hasher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="monoscope-hash")
 
 
 def write_bytes_hashed(path: Path, data: bytes) -> str:
@@ -370,6 +369,9 @@ OWN_FILES = {
 }
 
 
+A_KIND = {"store": "a store", "featuremap": "a feature map", "analysis": "an analysis"}
+
+
 def kind_of(directory: Path) -> str | None:
     """``store``, ``featuremap``, ``analysis``, ``other`` (files of something else) or None
     (missing or empty but for the lock file)."""
@@ -411,18 +413,26 @@ def prepare_out(out: Path, kind: str, overwrite: bool) -> None:
     found = kind_of(out)
     if found is None or found == kind:
         return
-    what = "files that are not monoscope outputs" if found == "other" else f"a {found}"
+    what = "files that are not monoscope outputs" if found == "other" else A_KIND[found]
     clash = [n for n in OWN_FILES[kind] if (out / n).exists()]
     if clash:
         raise MonoscopeError(
-            f"{out}: holds {what} with its own {clash[0]}; writing a {kind} there would replace "
-            "it: choose another --out"
+            f"{out}: holds {what} with its own {clash[0]}; writing {A_KIND[kind]} there would "
+            "replace it: choose another --out"
         )
     if not overwrite:
         raise MonoscopeError(
-            f"{out}: not empty and holds {what}, not a {kind}; choose another --out or pass "
-            f"--overwrite (which removes only {kind} files)"
+            f"{out}: not empty and holds {what}, not {A_KIND[kind]}; choose another --out or "
+            f"pass --overwrite (which removes only the files of {A_KIND[kind]})"
         )
+
+
+def refuse_artefact_out(out: Path, what: str) -> None:
+    """Refuse to write a ``what`` (ablation, comparison, study) into a store, feature map or
+    analysis directory."""
+    found = kind_of(out)
+    if found in OWN_FILES:
+        raise MonoscopeError(f"{out}: holds {A_KIND[found]}; write the {what} to another --out")
 
 
 def remove_own_files(out: Path, kind: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
-from ..integrity import check_analysis_matches
+from ..integrity import check_analysis_matches, refuse_artefact_out
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .mds import GROUPS
@@ -112,6 +112,7 @@ def ablate(
     """
     device = resolve_device(device)
     out = Path(out)
+    refuse_artefact_out(out, "ablation")
     store_obj = Store(store)
     fmap = load_featuremap(featuremap, device=device)
     if analysis is None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._util import MonoscopeError, atomic_write, versions, write_json
-from ..integrity import check_analysis_current
+from ..integrity import check_analysis_current, refuse_artefact_out
 from .analyze import read_feature_table
 from .mds import GROUPS
 from .monosemanticity import win_rate
@@ -30,6 +30,7 @@ def compare(
     means with CIs, and the WinRate (AUC) of each per-feature metric between every two
     analyses (``P(feature of A scores higher than a feature of B)``)."""
     paths = [Path(a) for a in analyses]
+    refuse_artefact_out(Path(out), "comparison")
     if len(paths) < 2:
         raise MonoscopeError("compare needs at least two analysis directories")
     if names is not None and len(names) != len(paths):

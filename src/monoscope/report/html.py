@@ -169,7 +169,13 @@ def _read_pairs(path: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
             if i in rows:
-                out[i] = json.loads(line)
+                try:
+                    out[i] = json.loads(line)
+                except ValueError:
+                    raise MonoscopeError(
+                        f"{path}: line {i + 1} is not a pair record (damaged? see monoscope "
+                        "doctor --verify)"
+                    ) from None
                 if len(out) == len(rows):
                     break
             if i >= last:

@@ -22,7 +22,7 @@ from ..data import BadRecord, load_image_ref
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..encoders.pocket import fit_square
 from ..featuremaps import FeatureMap, load_featuremap
-from ..integrity import check_analysis_matches
+from ..integrity import check_analysis_matches, refuse_artefact_out
 from ..store import Store
 
 __all__ = ["GROUPS", "unit_rows"]
@@ -78,6 +78,7 @@ def open_inputs(
 ) -> StudyInputs:
     """Open a study's inputs; ``analysis=None`` computes one into ``out/analysis``."""
     device = resolve_device(device)
+    refuse_artefact_out(Path(out), "study")
     store = store if isinstance(store, Store) else Store(store)
     fmap = featuremap if isinstance(featuremap, FeatureMap) else load_featuremap(featuremap, device)
     fmap = fmap.to(device).eval()

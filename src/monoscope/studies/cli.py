@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .. import cli_types as T
 from .._util import read_json
 from .defaults import ALPHAS, EPSILONS, GENDER_TEMPLATES, OBJECTIVES
 
@@ -42,8 +43,8 @@ def _inputs(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", type=T.device, help="cpu, cuda[:N], mps or auto")
+    p.add_argument("--seed", type=T.seed, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -73,7 +74,7 @@ def _add_gender(sub: Any) -> None:
     p.add_argument("--fdr", type=float, default=0.05, help="BH false discovery rate")
     p.add_argument("--min-effect", type=float, default=0.2, help="minimum |d_z| of a feature")
     p.add_argument("--permutations", type=int, default=2000, help="sign-flip permutations")
-    p.add_argument("--control-seeds", type=int, default=5, help="random same-size controls")
+    p.add_argument("--control-seeds", type=T.positive, default=5, help="random same-size controls")
     p.add_argument("--top-roles", type=int, default=12, help="rows of the skewed-roles table")
     p.set_defaults(run=_run_gender)
 
@@ -115,7 +116,7 @@ def _add_adversarial(sub: Any) -> None:
         help="class prompt template with {} (repeatable); the set of monoscope ablate if omitted",
     )
     p.add_argument("--label-key", default="subgroup", help="label used as zero-shot classes")
-    p.add_argument("--n-images", type=int, default=256, help="images attacked")
+    p.add_argument("--n-images", type=T.positive, default=256, help="images attacked")
     p.add_argument("--eps", nargs="+", type=float, default=list(EPSILONS), help="L-inf, x 1/255")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--step-size", type=float, help="x 1/255; 2.5 * eps / steps if omitted")
@@ -171,7 +172,7 @@ def _add_steer(sub: Any) -> None:
     p.add_argument("--concept", default="woman", help="concept prompt, e.g. woman, red, cat")
     p.add_argument("--modality", default="image", choices=("image", "text"), help="edited side")
     p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS), help="strengths")
-    p.add_argument("--sources", type=int, default=64, help="source embeddings edited")
+    p.add_argument("--sources", type=T.positive, default=64, help="source embeddings edited")
     p.add_argument(
         "--concept-images",
         type=int,
