@@ -509,6 +509,21 @@ def disk_full_in_train(r, tmp):
         os.replace = real
 
 
+def disk_full_in_analyze(r, tmp):
+    real, full = _full_disk_after(2)
+    os.replace = full
+    try:
+        return analyze(r["store"], r["fmap"], tmp / "a")
+    finally:
+        os.replace = real
+
+
+def check_analyze_reruns(r, tmp):
+    assert not list((tmp / "a").rglob("*.tmp"))  # no partial file left
+    assert "a/top/" in (tmp / "stderr.txt").read_text()  # the line names the file
+    assert analyze(r["store"], r["fmap"], tmp / "a", "--overwrite") == 0
+
+
 def check_train_resumes(r, tmp):
     log = (tmp / "f" / "train_log.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in log)  # no torn line
@@ -591,6 +606,14 @@ CASES = [
         1,
         "No space left on device",
         check_train_resumes,
+    ),
+    Case(
+        "disk full in analyze",
+        "disk full",
+        disk_full_in_analyze,
+        1,
+        "No space left on device",
+        check_analyze_reruns,
     ),
 ]
 

@@ -308,7 +308,9 @@ def check_analysis_matches(
     analysis: Path, store: Any | None = None, fmap_path: Path | None = None
 ) -> dict[str, Any]:
     """Refuse an analysis that was not made from ``store`` / the feature map at ``fmap_path``
-    (recorded fingerprints differ); returns its summary."""
+    (recorded fingerprints differ); returns its summary ({} when there is none to check)."""
+    if not (analysis / "summary.json").is_file():
+        return {}
     summary = _json_object(analysis / "summary.json")
     inputs = summary.get("inputs") or {}
     rebuild = f"rerun monoscope analyze with --out {analysis} --overwrite"
@@ -335,6 +337,8 @@ def check_analysis_current(analysis: Path) -> dict[str, Any]:
     """Refuse an analysis whose recorded store or feature map changed on disk since (those
     that no longer exist are not checked); returns its summary."""
     summary = _json_object(analysis / "summary.json")
+    if not isinstance(summary.get("inputs"), dict):
+        return summary
     inputs = summary.get("inputs") or {}
     store_path = Path((inputs.get("store") or {}).get("path") or "/nonexistent")
     fmap_path = Path((inputs.get("featuremap") or {}).get("path") or "/nonexistent")

@@ -115,5 +115,5 @@ def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
         fmap.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MonoscopeError(f"{weights}: unreadable or not this map's weights ({first})") from None
+        raise MonoscopeError(f"{weights}: does not load ({first})") from None
     return fmap.to(device).eval()
