@@ -769,3 +769,33 @@ def test_torn_log_line_after_a_full_disk_is_dropped_on_resume(run, tmp_path) -> 
 def test_verify_is_clean_on_sound_outputs(run) -> None:
     for name in ("store", "fmap", "analysis"):
         assert doctor_verify(run[name]) == 0
+
+
+def test_default_pixel_limit_skips_a_12000_square_png_without_decoding(tmp_path) -> None:
+    """A PNG whose header claims 12,000 x 12,000 pixels is refused from its header alone."""
+    import struct
+    import zlib
+
+    from monoscope.data import BadRecord
+
+    Image.new("L", (1, 1)).save(tmp_path / "small.png")
+    data = bytearray((tmp_path / "small.png").read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 12000, 12000)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    (tmp_path / "bomb.png").write_bytes(bytes(data))
+    with pytest.raises(BadRecord) as e:
+        decode_image(tmp_path / "bomb.png")
+    assert e.value.reason == "image too large" and "12000x12000" in str(e.value)
+
+
+def test_fingerprint_is_a_function_of_the_content(tmp_path) -> None:
+    a, b = make_store(tmp_path / "a"), make_store(tmp_path / "b")
+    c = embed(ToyEncoder(), ListSource(50, captions={9: "other"}), tmp_path / "c",
+              shard_size=16, batch_size=8, device="cpu", progress=False)  # fmt: skip
+    fp = [Store(p).manifest["fingerprint"] for p in (a, b, c)]
+    assert fp[0] == fp[1] != fp[2] and fp[0].startswith("sha256:")
+    shard = Store(a).manifest["shards"][0]
+    assert shard["image_sha256"] == sha256_file(a / "image" / "00000.npy")
+    assert shard["image_bytes"] == (a / "image" / "00000.npy").stat().st_size

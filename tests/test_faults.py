@@ -143,6 +143,7 @@ def assert_same_store(a: Path, b: Path) -> None:
     np.testing.assert_array_equal(sa.load("text"), sb.load("text"))
     assert sa.manifest["skipped"] == sb.manifest["skipped"]
     assert sa.manifest["records"] == sb.manifest["records"]
+    assert sa.manifest["fingerprint"] == sb.manifest["fingerprint"]  # same bytes, same shards
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import io
 import json
@@ -24,7 +23,6 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -124,31 +122,22 @@ def _holder(fd: int) -> str:
 
 
 def save_npy_hashed(path: Path, array: np.ndarray) -> tuple[str, int]:
-    """Save ``array`` as ``.npy`` atomically; (SHA-256, bytes) of the file. The bytes are hashed
-    from memory in a second thread while they are written (hashlib releases the GIL), so the
-    checksum costs no second pass over the file and little wall time."""
+    """Save ``array`` as ``.npy`` atomically; (SHA-256, bytes) of the file, hashed from the
+    bytes in memory as they are written (no second pass over the file)."""
     array = np.ascontiguousarray(array)
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(array))
     header, data = head.getvalue(), memoryview(array).cast("B")
     sha = hashlib.sha256(header)
-    hashing = _hasher().submit(sha.update, data)
+    sha.update(data)
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
             f.write(header)
             f.write(data)
 
-    try:
-        atomic_write(path, write)
-    finally:
-        hashing.result()
+    atomic_write(path, write)
     return sha.hexdigest(), len(header) + data.nbytes
-
-
-@functools.cache
-def _hasher() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix="monoscope-hash")
 
 
 def write_bytes_hashed(path: Path, data: bytes) -> str:
