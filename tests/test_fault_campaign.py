@@ -428,7 +428,7 @@ def unbalanced_csv(r, tmp):
     rows = ["image,caption"] + [f"img/{i}.png,caption {i}" for i in range(3)]
     rows.insert(2, 'img/1.png,"an unbalanced quote')
     (tmp / "p.csv").write_text("\n".join(rows) + "\n")
-    return embed_cli(tmp / "p.csv", tmp / "s")
+    return embed_cli(tmp / "p.csv", tmp / "s")  # the quote opens on line 3
 
 
 def bomb_and_bad_captions(r, tmp):
@@ -593,7 +593,7 @@ CASES = [
         check_overwrite_kept,
     ),
     Case("store of 3 pairs", "bad input", tiny_store, 2, "at least 5"),
-    Case("unbalanced CSV quote", "bad input", unbalanced_csv, 2, "line"),
+    Case("unbalanced CSV quote", "bad input", unbalanced_csv, 2, "p.csv: line 3"),
     Case("bomb, list/dict captions, loop", "bad input", bomb_and_bad_captions, 0, "", check_skips),
     Case("duplicate ids", "bad input", duplicate_ids, 2, "already used on line"),
     Case("boolean id", "bad input", boolean_id, 2, "not a non-empty string"),

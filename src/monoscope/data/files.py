@@ -84,6 +84,7 @@ class FilePairs:
     def _csv_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         with open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, strict=True)
+            start = 2
             try:
                 columns = reader.fieldnames or []
                 missing = [k for k in REQUIRED if k not in columns]
@@ -93,6 +94,7 @@ class FilePairs:
                         f"(columns: {', '.join(columns) or 'none'})"
                     )
                 for record in reader:
+                    start = reader.line_num + 1  # where the next record starts
                     if None in record or None in record.values():
                         raise MonoscopeError(
                             f"captions file {self.path}: line {reader.line_num} has "
@@ -102,9 +104,10 @@ class FilePairs:
                     if record.get("id") == "":  # an empty cell: no id given
                         del record["id"]
                     yield reader.line_num, record
-            except csv.Error as e:
+            except csv.Error as e:  # line_num is stale when the error is the end of the file
+                line = max(start, reader.line_num) if "end of data" in str(e) else reader.line_num
                 raise MonoscopeError(
-                    f"captions file {self.path}: line {reader.line_num}: {e}"
+                    f"captions file {self.path}: line {line}: {e} (an unbalanced quote?)"
                 ) from None
 
     def _pair(self, n: int, record: dict[str, Any]) -> Pair:
