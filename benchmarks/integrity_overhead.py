@@ -2,8 +2,9 @@
 
 Each workload runs in a fresh child process importing monoscope either from this checkout's
 ``src`` or from the baseline commit's ``src`` (extracted with ``git archive``); the child times
-the workload only (not its imports). Rounds alternate baseline / current; medians and the
-current/baseline time ratio are printed (1.00 = no cost; the goal is <= 1.05).
+the workload only (not its imports), in wall-clock and in process CPU time (the steadier of
+the two on a shared machine). Rounds alternate baseline / current; medians and the
+current/baseline ratios are printed (1.00 = no cost; the goal is <= 1.05).
 
 Workloads:
   write    StoreWriter shards + finish of N synthetic (N, d) float32 pairs (the worst case:
@@ -44,7 +45,7 @@ if work == "write":
     x = np.load(data / "x.npy")
     header = {"model": {"kind": "synthetic"}, "dim": x.shape[1], "normalized": False,
               "source": {"kind": "synthetic"}, "shard_size": 4096}
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     w = StoreWriter(out, header)
     for b, lo in enumerate(range(0, len(x), 4096)):
         rows = x[lo:lo + 4096]
@@ -55,14 +56,14 @@ if work == "write":
     w.finish()
 elif work == "embed":
     from monoscope.embed import embed
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     embed("pocket", str(data / "pairs.jsonl"), out, device="cpu", progress=False,
           batch_size=64, shard_size=256)
 else:
     from monoscope.analysis.analyze import analyze
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     analyze(data / "store", data / "fmap", out, bootstrap=50, device="cpu", progress=False)
-print(json.dumps(time.perf_counter() - t))
+print(json.dumps([time.perf_counter() - t, time.process_time() - c]))
 """
 
 
@@ -108,7 +109,7 @@ def prepare(data: Path, pairs: int, dim: int, images: int) -> None:
     )
 
 
-def run_child(src: Path, work: str, data: Path, tag: str) -> float:
+def run_child(src: Path, work: str, data: Path, tag: str) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         [sys.executable, "-c", CHILD, work, str(data), tag],
@@ -117,7 +118,7 @@ def run_child(src: Path, work: str, data: Path, tag: str) -> float:
         text=True,
         check=True,
     )
-    return float(res.stdout.strip().splitlines()[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -144,19 +145,21 @@ def main() -> None:
         prepare(data, a.pairs, a.dim, a.images)
         print(f"data ready in {time.perf_counter() - t:.1f} s; baseline {a.baseline}")
         for work in a.work:
-            times: dict[str, list[float]] = {k: [] for k in sources}
+            runs: dict[str, list[list[float]]] = {k: [] for k in sources}
             for r in range(a.rounds):
                 order = list(sources) if r % 2 == 0 else list(sources)[::-1]
                 for name in order:
-                    times[name].append(run_child(sources[name], work, data, name))
-            med = {k: statistics.median(v) for k, v in times.items()}
-            print(
-                f"{work:>8}: baseline {med['baseline']:.3f} s, current {med['current']:.3f} s, "
-                f"current/baseline {med['current'] / med['baseline']:.3f}  "
-                f"(medians of {a.rounds}; all: "
-                + ", ".join(f"{k} {[round(x, 3) for x in v]}" for k, v in times.items())
-                + ")"
-            )
+                    runs[name].append(run_child(sources[name], work, data, name))
+            for i, clock in enumerate(("wall", "cpu")):
+                med = {k: statistics.median(x[i] for x in v) for k, v in runs.items()}
+                print(
+                    f"{work:>8} {clock}: baseline {med['baseline']:.3f} s, current "
+                    f"{med['current']:.3f} s, current/baseline "
+                    f"{med['current'] / med['baseline']:.3f}  (medians of {a.rounds}; all: "
+                    + ", ".join(f"{k} {[round(x[i], 3) for x in v]}" for k, v in runs.items())
+                    + ")",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

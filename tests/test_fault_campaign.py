@@ -25,7 +25,8 @@ from conftest import ListSource, ToyEncoder
 from monoscope.cli import main
 from monoscope.data.files import FilePairs, decode_image
 from monoscope.embed import embed
-from monoscope.integrity import LOCK_NAME, sha256_file
+from monoscope.integrity import sha256_file
+from monoscope.locks import LOCK_NAME
 from monoscope.store import Store
 
 QUIET = ["--device", "cpu", "--quiet"]
@@ -103,7 +104,7 @@ def tree(path: Path) -> dict[str, str]:
 
 HOLD = """
 import sys, time
-from monoscope.integrity import output_lock
+from monoscope.locks import output_lock
 with output_lock(sys.argv[1], is_file=sys.argv[2] == "file"):
     print("held", flush=True)
     time.sleep(60)

@@ -11,7 +11,7 @@ from typing import Any
 from . import cli_types as T
 from ._util import MonoscopeError
 from .demo import SAE as DEMO_SAE
-from .integrity import output_lock
+from .locks import output_lock
 from .studies.cli import add_parsers as add_study_parsers
 
 # The trainer's methods, listed here so that `--help` does not import torch (a test keeps

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._util import MonoscopeError, read_json
-from .integrity import writer_of
+from .locks import writer_of
 from .store import FORMAT_VERSION, MODALITIES
 
 CHUNK = 65536  # rows per finite/norm check

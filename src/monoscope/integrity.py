@@ -1,122 +1,27 @@
-"""Outputs that cannot disagree with their inputs: one writer per output, content fingerprints,
-checks that an input is the one an output was made from, and re-hashing for ``doctor --verify``.
+"""Outputs that cannot disagree with their inputs: content fingerprints, checks that an input is
+the one an output was made from, and re-hashing for ``doctor --verify`` (docs/integrity.md).
 
-* **Locks.** A command that writes a directory holds an exclusive ``fcntl.flock`` on
-  ``DIR/.monoscope.lock`` (a file output ``F``: ``.F.lock`` beside it) for its lifetime; the
-  file names the holder's PID and command line. A second writer stops at once with one line
-  naming them; a reader of a directory that is being written says so.
-* **Fingerprints.** Files are hashed (SHA-256) while they are written, never in a second pass:
-  a store's manifest records each shard file's digest and size, and ``fingerprint``, the digest
-  of the shard digests and of ``pairs.jsonl``; a feature map's ``config.json`` records
-  ``weights_sha256`` and the fingerprint and model of the store it was trained on; an
-  analysis's ``summary.json`` records both under ``inputs``.
+Files are hashed (SHA-256) while they are written, never in a second pass: a store's manifest
+records each shard file's digest and size, and ``fingerprint``, the digest of the shard digests
+and of ``pairs.jsonl``; a feature map's ``config.json`` records ``weights_sha256`` and the
+fingerprint and model of the store it was trained on; an analysis's ``summary.json`` records
+both under ``inputs``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import os
-import shutil
-import sys
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._util import MonoscopeError, atomic_write, read_json
-
-LOCK_NAME = ".monoscope.lock"
-_HELD: dict[Path, int] = {}  # lock files this process holds -> fd
-
-
-# ---------------------------------------------------------------------------------- locks
-
-
-def lock_file_of(target: Path, is_file: bool = False) -> Path:
-    """The lock file guarding output ``target`` (a directory, or a file when ``is_file``)."""
-    return target.parent / f".{target.name}.lock" if is_file else target / LOCK_NAME
-
-
-@contextlib.contextmanager
-def output_lock(target: str | Path | None, is_file: bool = False) -> Iterator[None]:
-    """Hold the exclusive lock on output ``target`` for the ``with`` block (None: no-op).
-
-    Raises :class:`MonoscopeError` naming the holder when another process writes ``target``.
-    """
-    if target is None:
-        yield
-        return
-    lock = lock_file_of(Path(target), is_file)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    key = lock.resolve()
-    if key in _HELD:  # re-entrant within one process (a command calling another stage)
-        yield
-        return
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
-        raise MonoscopeError(
-            f"{target}: another monoscope process is writing it ({holder}); wait for it to "
-            "finish or choose another --out"
-        ) from None
-    try:
-        info = {
-            "pid": os.getpid(),
-            "command": " ".join(["monoscope", *sys.argv[1:]]),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        _HELD[key] = fd
-        yield
-    finally:
-        _HELD.pop(key, None)
-        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
-
-
-def writer_of(directory: Path) -> str | None:
-    """``PID N (command)`` of another process writing ``directory`` now, else None."""
-    lock = directory / LOCK_NAME
-    if not lock.is_file() or lock.resolve() in _HELD:
-        return None
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _holder(fd)
-    finally:
-        os.close(fd)  # also drops the shared lock
-    return None
-
-
-def refuse_if_being_written(directory: Path, what: str) -> None:
-    """Raise when another process is writing ``directory`` (a ``what``) right now."""
-    holder = writer_of(directory)
-    if holder:
-        raise MonoscopeError(
-            f"{directory}: the {what} is still being written ({holder}); wait for it to finish"
-        )
-
-
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"PID {info['pid']}: {info['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "PID unknown"
-
+from .outputs import kind_of
 
 # ----------------------------------------------------------------------------- hashing
 
@@ -270,16 +175,6 @@ def check_finished(out: Path, method: str, hparams: dict[str, Any], store: Any) 
         )
 
 
-def prepare_analysis_out(out: Path, overwrite: bool) -> None:
-    """An analysis starts from a clean directory: refuse an existing one unless ``overwrite``,
-    then remove every file of the earlier analysis, so none survives into the new one."""
-    prepare_out(out, "analysis", overwrite)
-    if kind_of(out) == "analysis" or any((out / n).exists() for n in OWN_FILES["analysis"]):
-        if not overwrite:
-            raise MonoscopeError(f"{out}: an analysis is already there; pass --overwrite")
-        remove_own_files(out, "analysis")
-
-
 def analysis_inputs(store: Any, fmap_path: Path | None, note: str | None) -> dict[str, Any]:
     """The ``inputs`` (and ``notes``) entries of an analysis's summary.json."""
     out: dict[str, Any] = {
@@ -345,97 +240,6 @@ def _json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MonoscopeError(f"{path}: not a JSON object")
     return data
-
-
-# ------------------------------------------------------------------- output directories
-
-OWN_FILES = {
-    "store": ("manifest.json", "pairs.jsonl", "image", "text", "pairs", "progress"),
-    "featuremap": (
-        "config.json",
-        "model.safetensors",
-        "train_log.jsonl",
-        "metrics.json",
-        "checkpoints",
-    ),
-    "analysis": ("summary.json", "features.csv", "top", "words.json"),
-}
-
-
-A_KIND = {"store": "a store", "featuremap": "a feature map", "analysis": "an analysis"}
-
-
-def kind_of(directory: Path) -> str | None:
-    """``store``, ``featuremap``, ``analysis``, ``other`` (files of something else) or None
-    (missing or empty but for the lock file)."""
-    if not directory.is_dir():
-        return None
-    names = {p.name for p in directory.iterdir()} - {LOCK_NAME}
-    if not names:
-        return None
-    for kind, marker, keys in (
-        ("store", "manifest.json", ("format_version", "shards")),
-        ("featuremap", "config.json", ("kind", "hparams")),
-        ("analysis", "summary.json", ("n_features", "top_kept")),
-    ):
-        if marker in names and _has_keys(directory / marker, keys):
-            return kind
-    if (directory / "progress" / "header.json").is_file():
-        return "store"
-    if (directory / "checkpoints" / "latest.json").is_file():
-        return "featuremap"
-    if names & {"manifest.json", "config.json", "summary.json"}:  # someone else's
-        return "other"
-    for kind, own in OWN_FILES.items():  # what an interrupted run of that kind leaves
-        if all(n in own or n.startswith(".") for n in names):
-            return kind
-    return "other"
-
-
-def _has_keys(path: Path, keys: tuple[str, ...]) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and all(k in data for k in keys)
-
-
-def prepare_out(out: Path, kind: str, overwrite: bool) -> None:
-    """Refuse an ``--out`` that holds something other than a ``kind`` unless ``overwrite``;
-    never replace another kind's file of the same name."""
-    found = kind_of(out)
-    if found is None or found == kind:
-        return
-    what = "files that are not monoscope outputs" if found == "other" else A_KIND[found]
-    clash = [n for n in OWN_FILES[kind] if (out / n).exists()]
-    if clash:
-        raise MonoscopeError(
-            f"{out}: holds {what} with its own {clash[0]}; writing {A_KIND[kind]} there would "
-            "replace it: choose another --out"
-        )
-    if not overwrite:
-        raise MonoscopeError(
-            f"{out}: not empty and holds {what}, not {A_KIND[kind]}; choose another --out or "
-            f"pass --overwrite (which removes only the files of {A_KIND[kind]})"
-        )
-
-
-def refuse_artefact_out(out: Path, what: str) -> None:
-    """Refuse to write a ``what`` (ablation, comparison, study) into a store, feature map or
-    analysis directory."""
-    found = kind_of(out)
-    if found in OWN_FILES:
-        raise MonoscopeError(f"{out}: holds {A_KIND[found]}; write the {what} to another --out")
-
-
-def remove_own_files(out: Path, kind: str) -> None:
-    """Delete the files a ``kind`` output consists of, and nothing else."""
-    for name in OWN_FILES[kind]:
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ verify

@@ -31,12 +31,9 @@ from typing import Any
 import numpy as np
 
 from ._util import MonoscopeError, atomic_write, read_json, versions, write_json
-from .integrity import (
-    combine,
-    prepare_out,
-    refuse_if_being_written,
-    save_npy_hashed,
-)
+from .integrity import combine, save_npy_hashed
+from .locks import refuse_if_being_written
+from .outputs import prepare_out
 
 FORMAT_VERSION = 2
 MODALITIES = ("image", "text")

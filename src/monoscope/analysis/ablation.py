@@ -19,7 +19,8 @@ import torch
 from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
-from ..integrity import check_analysis_matches, refuse_artefact_out
+from ..integrity import check_analysis_matches
+from ..outputs import refuse_artefact_out
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .mds import GROUPS

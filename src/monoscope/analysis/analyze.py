@@ -30,7 +30,8 @@ from .._util import (
     write_json,
 )
 from ..featuremaps import FeatureMap, load_featuremap
-from ..integrity import analysis_inputs, check_featuremap_for_store, prepare_analysis_out
+from ..integrity import analysis_inputs, check_featuremap_for_store
+from ..outputs import prepare_analysis_out
 from ..store import Store
 from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
 from .monosemanticity import (

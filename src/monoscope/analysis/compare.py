@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._util import MonoscopeError, atomic_write, versions, write_json
-from ..integrity import check_analysis_current, refuse_artefact_out
+from ..integrity import check_analysis_current
+from ..outputs import refuse_artefact_out
 from .analyze import read_feature_table
 from .mds import GROUPS
 from .monosemanticity import win_rate

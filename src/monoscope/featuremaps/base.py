@@ -10,7 +10,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .._util import MonoscopeError, read_json, versions, write_json
-from ..integrity import refuse_if_being_written, save_safetensors
+from ..integrity import save_safetensors
+from ..locks import refuse_if_being_written
 
 FORMAT_VERSION = 1
 KINDS: dict[str, type[FeatureMap]] = {}

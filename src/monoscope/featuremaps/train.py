@@ -50,7 +50,8 @@ from .._util import (
     write_json,
     write_text,
 )
-from ..integrity import append_line, check_finished, prepare_out, save_safetensors
+from ..integrity import append_line, check_finished, save_safetensors
+from ..outputs import prepare_out
 from ..store import Store
 from .base import KINDS, FeatureMap
 from .identity import IdentityMap

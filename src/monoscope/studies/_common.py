@@ -22,7 +22,8 @@ from ..data import BadRecord, load_image_ref
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..encoders.pocket import fit_square
 from ..featuremaps import FeatureMap, load_featuremap
-from ..integrity import check_analysis_matches, refuse_artefact_out
+from ..integrity import check_analysis_matches
+from ..outputs import refuse_artefact_out
 from ..store import Store
 
 __all__ = ["GROUPS", "unit_rows"]
