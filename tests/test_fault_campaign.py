@@ -295,6 +295,12 @@ def flipped_weights(r, tmp):
     return doctor_verify(fmap)
 
 
+def flipped_weights_analyze(r, tmp):
+    fmap = copy(r["fmap"], tmp / "fmap")
+    _bit_flip(fmap / "model.safetensors")
+    return analyze(r["store"], fmap, tmp / "a")
+
+
 def swapped_shards(r, tmp):
     store = copy(r["store"], tmp / "store")
     a, b = store / "image" / "00000.npy", store / "image" / "00001.npy"
@@ -573,6 +579,7 @@ CASES = [
         check_foreign_intact,
     ),
     Case("bit flip in weights", "integrity", flipped_weights, 1, "model.safetensors"),
+    Case("bit flip in weights, analyze", "integrity", flipped_weights_analyze, 2, "checksum"),
     Case("swapped shard files", "integrity", swapped_shards, 1, "image/00000.npy"),
     Case("bit flip in a shard", "integrity", flipped_shard_bit, 1, "text/00002.npy"),
     Case("duplicated pairs line", "integrity", duplicated_pairs_line, 2, "pairs.jsonl"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 from .._util import MonoscopeError, read_json, versions, write_json
 from ..integrity import save_safetensors
@@ -91,8 +92,9 @@ class FeatureMap(torch.nn.Module):
         return path
 
 
-def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
-    """Load a feature map saved with :meth:`FeatureMap.save`."""
+def load_featuremap(path: str | Path, device: str = "cpu", verify: bool = True) -> FeatureMap:
+    """Load a feature map saved with :meth:`FeatureMap.save`; with ``verify``, its weights must
+    match the ``weights_sha256`` recorded in config.json, when there is one."""
     from . import identity, ncl, sae  # noqa: F401  (register the built-in kinds)
 
     path = Path(path)
@@ -112,9 +114,16 @@ def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise MonoscopeError(f"{path}: model.safetensors is missing")
-    try:
-        fmap.load_state_dict(load_file(str(weights)))
+    try:  # read once: deserialised, then checked against the recorded digest
+        data = weights.read_bytes()
+        fmap.load_state_dict(load(data))
     except (SafetensorError, RuntimeError, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise MonoscopeError(f"{weights}: does not load ({first})") from None
+    recorded = config.get("weights_sha256")
+    if verify and recorded and hashlib.sha256(data).hexdigest() != recorded:
+        raise MonoscopeError(
+            f"{weights}: checksum differs from config.json (changed on disk since it was "
+            "saved); retrain it (monoscope train ... --overwrite)"
+        )
     return fmap.to(device).eval()
