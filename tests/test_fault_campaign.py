@@ -807,3 +807,14 @@ def test_fingerprint_is_a_function_of_the_content(tmp_path) -> None:
     shard = Store(a).manifest["shards"][0]
     assert shard["image_sha256"] == sha256_file(a / "image" / "00000.npy")
     assert shard["image_bytes"] == (a / "image" / "00000.npy").stat().st_size
+
+
+def test_the_python_api_locks_its_output_too(run, tmp_path, holder) -> None:
+    from monoscope._util import MonoscopeError
+    from monoscope.analysis.analyze import analyze as analyze_api
+
+    p = holder(tmp_path / "a")
+    with pytest.raises(MonoscopeError, match=f"PID {p.pid}"):
+        analyze_api(run["store"], run["fmap"], tmp_path / "a", bootstrap=0, progress=False)
+    with pytest.raises(MonoscopeError, match=f"PID {p.pid}"):
+        make_store(tmp_path / "a")

@@ -25,9 +25,11 @@ from ._util import MonoscopeError, join_process_group, resolve_device
 from .data import BadRecord, Pair, PairSource, open_source
 from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
 from .encoders import DualEncoder, load_encoder
+from .locks import locked
 from .store import StoreWriter
 
 
+@locked()
 def embed(
     model: str | DualEncoder,
     data: str | PairSource,

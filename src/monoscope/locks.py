@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ._util import MonoscopeError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LOCK_NAME = ".monoscope.lock"
 _HELD: dict[Path, int] = {}  # lock files this process holds -> fd
@@ -99,3 +104,24 @@ def _holder(fd: int) -> str:
         return f"PID {info['pid']}: {info['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "PID unknown"
+
+
+def locked(param: str = "out", is_file: bool = False) -> Callable[[F], F]:
+    """Decorator: hold the lock on the output named by argument ``param`` while the function
+    runs (re-entrant, so the CLI's own lock on the same output is shared). Data-parallel ranks
+    other than 0 write into rank 0's directory and do not lock."""
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            out = sig.bind(*args, **kwargs).arguments.get(param)
+            if os.environ.get("RANK", "0") != "0":
+                out = None
+            with output_lock(out, is_file):
+                return fn(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -20,6 +20,7 @@ from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..integrity import check_analysis_matches
+from ..locks import locked
 from ..outputs import refuse_artefact_out
 from ..store import Store
 from .analyze import analyze, read_feature_table
@@ -89,6 +90,7 @@ def class_prompts(
     return unit_rows(emb.reshape(len(names), len(templates), -1).mean(1))
 
 
+@locked()
 def ablate(
     store: str | Path,
     featuremap: str | Path,

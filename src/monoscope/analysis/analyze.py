@@ -31,6 +31,7 @@ from .._util import (
 )
 from ..featuremaps import FeatureMap, load_featuremap
 from ..integrity import analysis_inputs, check_featuremap_for_store
+from ..locks import locked
 from ..outputs import prepare_analysis_out
 from ..store import Store
 from .mds import GROUPS, RULES, alive_mask, group_features, modality_dominance
@@ -103,6 +104,7 @@ def _encode(fmap: FeatureMap, x: np.ndarray, modality: str, device: str) -> torc
     return acts
 
 
+@locked()
 def analyze(
     store: str | Path | Store,
     featuremap: str | Path | FeatureMap,

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._util import MonoscopeError, atomic_write, versions, write_json
 from ..integrity import check_analysis_current
+from ..locks import locked
 from ..outputs import refuse_artefact_out
 from .analyze import read_feature_table
 from .mds import GROUPS
@@ -24,6 +25,7 @@ def _name(summary: dict[str, Any], path: Path) -> str:
     return f"{Path(str(model)).name}/{summary.get('featuremap_kind', '?')} ({path.name})"
 
 
+@locked()
 def compare(
     analyses: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
 ) -> Path:

@@ -51,6 +51,7 @@ from .._util import (
     write_text,
 )
 from ..integrity import append_line, check_finished, save_safetensors
+from ..locks import locked
 from ..outputs import prepare_out
 from ..store import Store
 from .base import KINDS, FeatureMap
@@ -447,6 +448,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
+@locked()
 def train_featuremap(
     store: Store | str | Path,
     method: str,
