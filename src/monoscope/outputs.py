@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 from ._util import MonoscopeError
-from .locks import LOCK_NAME
 
 OWN_FILES = {
     "store": ("manifest.json", "pairs.jsonl", "image", "text", "pairs", "progress"),
@@ -33,7 +32,11 @@ def kind_of(directory: Path) -> str | None:
     (missing or empty but for the lock file)."""
     if not directory.is_dir():
         return None
-    names = {p.name for p in directory.iterdir()} - {LOCK_NAME}
+    names = {  # our lock files and the temporary files of interrupted atomic writes don't count
+        p.name
+        for p in directory.iterdir()
+        if not (p.name.startswith(".") and p.name.endswith((".lock", ".tmp")))
+    }
     if not names:
         return None
     for kind, marker, keys in (
@@ -50,7 +53,7 @@ def kind_of(directory: Path) -> str | None:
     if names & {"manifest.json", "config.json", "summary.json"}:  # someone else's
         return "other"
     for kind, own in OWN_FILES.items():  # what an interrupted run of that kind leaves
-        if all(n in own or n.startswith(".") for n in names):
+        if names <= set(own):
             return kind
     return "other"
 
