@@ -818,3 +818,11 @@ def test_the_python_api_locks_its_output_too(run, tmp_path, holder) -> None:
         analyze_api(run["store"], run["fmap"], tmp_path / "a", bootstrap=0, progress=False)
     with pytest.raises(MonoscopeError, match=f"PID {p.pid}"):
         make_store(tmp_path / "a")
+
+
+def test_report_on_an_analysis_being_written_says_so(run, tmp_path, holder, capsys) -> None:
+    analysis = copy(run["analysis"], tmp_path / "a")
+    p = holder(analysis)
+    assert main(["report", "--analysis", str(analysis), "--out", str(tmp_path / "r.html")]) == 2
+    line = one_error(capsys.readouterr().err)
+    assert "analysis is still being written" in line and f"PID {p.pid}" in line

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._util import MonoscopeError, atomic_write, read_json
+from .locks import refuse_if_being_written
 from .outputs import kind_of
 
 # ----------------------------------------------------------------------------- hashing
@@ -193,6 +194,7 @@ def check_analysis_matches(
 ) -> dict[str, Any]:
     """Refuse an analysis that was not made from ``store`` / the feature map at ``fmap_path``
     (recorded fingerprints differ); returns its summary ({} when there is none to check)."""
+    refuse_if_being_written(analysis, "analysis")
     if not (analysis / "summary.json").is_file():
         return {}
     summary = _json_object(analysis / "summary.json")
@@ -220,6 +222,7 @@ def check_analysis_matches(
 def check_analysis_current(analysis: Path) -> dict[str, Any]:
     """Refuse an analysis whose recorded store or feature map changed on disk since (those
     that no longer exist are not checked); returns its summary."""
+    refuse_if_being_written(analysis, "analysis")
     summary = _json_object(analysis / "summary.json")
     if not isinstance(summary.get("inputs"), dict):
         return summary
