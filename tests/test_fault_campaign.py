@@ -662,6 +662,10 @@ BAD_OPTIONS = [
     ["ablate", "--template", "no slot"],
     ["embed", "--dtype", "fp7"],
     ["embed", "--max-pixels", "0"],
+    ["study", "gender", "--fdr", "1.5"],
+    ["study", "adversarial", "--eps", "-1"],
+    ["study", "steer", "--alphas", "inf"],
+    ["decoder", "train", "--lr", "0"],
 ]
 REQUIRED = {
     "train": ["--store", "s", "--method", "sae-topk", "--out", "o"],
@@ -669,14 +673,24 @@ REQUIRED = {
     "ablate": ["--store", "s", "--featuremap", "f", "--out", "o"],
     "embed": ["--model", "pocket", "--data", "emoji", "--out", "o"],
 }
+STUDY_REQUIRED = ["--store", "s", "--featuremap", "f", "--out", "o"]
 
 
 @pytest.mark.parametrize("argv", BAD_OPTIONS, ids=[" ".join(a) for a in BAD_OPTIONS])
 def test_bad_option_is_a_usage_error(argv: list[str], capsys) -> None:
+    if argv[0] in ("study", "decoder"):
+        argv = [
+            *argv[:2],
+            *(STUDY_REQUIRED if argv[0] == "study" else ["--store", "s", "--out", "o"]),
+            *argv[2:],
+        ]
+    else:
+        argv = [argv[0], *REQUIRED[argv[0]], *argv[1:]]
+    option = next(a for a in reversed(argv) if a.startswith("--"))
     with pytest.raises(SystemExit) as e:
-        main([argv[0], *REQUIRED[argv[0]], *argv[1:]])
+        main(argv)
     assert e.value.code == 2
-    assert f"argument {argv[1]}" in one_error(capsys.readouterr().err)
+    assert f"argument {option}" in one_error(capsys.readouterr().err)
 
 
 # ------------------------------------------------------------ concurrent writers

@@ -58,6 +58,7 @@ non_negative = integer(0)
 seed = integer(0, SEED_MAX)
 positive_float = number(0.0, strict=True)
 non_negative_float = number(0.0)
+finite_float = number(-math.inf)
 
 
 def device(text: str) -> str:
