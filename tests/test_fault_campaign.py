@@ -177,6 +177,7 @@ def same_model_other_data(r, tmp):
 
 
 def check_other_data(r, tmp):
+    assert "note: the feature map was trained on other data" in (tmp / "stderr.txt").read_text()
     summary = json.loads((tmp / "a" / "summary.json").read_text())
     assert "other data of the same model" in summary["notes"][0]
     assert (

@@ -234,6 +234,10 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         force=a.force,
         overwrite=a.overwrite,
     )
+    from ._util import read_json
+
+    for note in read_json(out / "summary.json").get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
         written.append(_words(a.store, a.featuremap, out, a.model, a.device))
