@@ -386,6 +386,14 @@ def ablate_into_analysis(r, tmp):
     return main(args + ["--out", str(analysis), "--labels", "parity", *QUIET])
 
 
+def compare_into_foreign(r, tmp):
+    folder = tmp / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("x")
+    return main(["compare", str(r["analysis"]), str(r["analysis"]), "--names", "a", "b",
+                 "--out", str(folder)])  # fmt: skip
+
+
 def train_into_store(r, tmp):
     store = copy(r["store"], tmp / "store")
     return train(store, store)
@@ -593,6 +601,7 @@ CASES = [
     Case("damaged .npy header", "integrity", npy_header_damaged, 2, "image/00001.npy"),
     Case("ablate into an analysis", "clobber", ablate_into_analysis, 2, "holds an analysis"),
     Case("train into a store", "clobber", train_into_store, 2, "holds a store"),
+    Case("compare into a notes folder", "clobber", compare_into_foreign, 2, "not empty"),
     Case(
         "embed --overwrite, foreign files",
         "clobber",

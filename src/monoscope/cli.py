@@ -280,6 +280,11 @@ def _add_ablate(sub: Any) -> None:
     )
     p.add_argument("--control-seeds", type=T.positive, default=5, help="random same-size controls")
     p.add_argument("--max-pairs", type=T.integer(2), default=4000, help="pairs evaluated")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty --out of another kind (replaces only own files)",
+    )
     _common(p)
     p.set_defaults(run=_run_ablate)
 
@@ -300,6 +305,7 @@ def _run_ablate(a: argparse.Namespace) -> list[Path]:
         device=a.device,
         seed=a.seed,
         progress=not a.quiet,
+        overwrite=a.overwrite,
     )
     return [out / "ablation.json"]
 
@@ -309,13 +315,18 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("analyses", nargs="+", type=Path, help="analysis directories")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--names", nargs="+", help="display names, one per analysis")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty --out of another kind (replaces only own files)",
+    )
     p.set_defaults(run=_run_compare)
 
 
 def _run_compare(a: argparse.Namespace) -> list[Path]:
     from .analysis.compare import compare
 
-    out = compare(a.analyses, a.out, a.names)
+    out = compare(a.analyses, a.out, a.names, overwrite=a.overwrite)
     return [out / "compare.json", out / "mds.png"]
 
 

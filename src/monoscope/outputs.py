@@ -21,15 +21,24 @@ OWN_FILES = {
         "checkpoints",
     ),
     "analysis": ("summary.json", "features.csv", "top", "words.json"),
+    "ablation": ("ablation.json", "analysis"),
+    "comparison": ("compare.json", "mds.png"),
+}
+ARTEFACTS = ("store", "featuremap", "analysis")  # what other commands read
+
+
+A_KIND = {
+    "store": "a store",
+    "featuremap": "a feature map",
+    "analysis": "an analysis",
+    "ablation": "an ablation",
+    "comparison": "a comparison",
 }
 
 
-A_KIND = {"store": "a store", "featuremap": "a feature map", "analysis": "an analysis"}
-
-
 def kind_of(directory: Path) -> str | None:
-    """``store``, ``featuremap``, ``analysis``, ``other`` (files of something else) or None
-    (missing or empty but for the lock file)."""
+    """``store``, ``featuremap``, ``analysis``, ``ablation``, ``comparison``, ``other`` (files
+    of something else) or None (missing or empty but for monoscope's lock and temporary files)."""
     if not directory.is_dir():
         return None
     names = {  # our lock files and the temporary files of interrupted atomic writes don't count
@@ -43,6 +52,8 @@ def kind_of(directory: Path) -> str | None:
         ("store", "manifest.json", ("format_version", "shards")),
         ("featuremap", "config.json", ("kind", "hparams")),
         ("analysis", "summary.json", ("n_features", "top_kept")),
+        ("ablation", "ablation.json", ("baseline", "removals")),
+        ("comparison", "compare.json", ("analyses", "win_rate")),
     ):
         if marker in names and _has_keys(directory / marker, keys):
             return kind
@@ -50,7 +61,7 @@ def kind_of(directory: Path) -> str | None:
         return "store"
     if (directory / "checkpoints" / "latest.json").is_file():
         return "featuremap"
-    if names & {"manifest.json", "config.json", "summary.json"}:  # someone else's
+    if names & {"manifest.json", "config.json", "summary.json", "ablation.json", "compare.json"}:
         return "other"
     for kind, own in OWN_FILES.items():  # what an interrupted run of that kind leaves
         if names <= set(own):
@@ -90,7 +101,7 @@ def refuse_artefact_out(out: Path, what: str) -> None:
     """Refuse to write a ``what`` (ablation, comparison, study) into a store, feature map or
     analysis directory."""
     found = kind_of(out)
-    if found in OWN_FILES:
+    if found in ARTEFACTS:
         raise MonoscopeError(f"{out}: holds {A_KIND[found]}; write the {what} to another --out")
 
 

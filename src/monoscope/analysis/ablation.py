@@ -21,7 +21,7 @@ from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..integrity import check_analysis_matches
 from ..locks import locked
-from ..outputs import refuse_artefact_out
+from ..outputs import prepare_out
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .mds import GROUPS
@@ -105,17 +105,19 @@ def ablate(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = True,
 ) -> Path:
     """Remove ImgD / TextD / CrossD and random same-size controls; write ``out/ablation.json``.
 
     ``analysis`` gives the groups (computed into ``out/analysis`` when omitted); ``model``
     embeds the class prompts (default: the store's own encoder). ``label_keys`` are the pair
     labels used as zero-shot classes (default: ``subgroup`` and ``group`` where present).
-    Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them).
+    Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them). A non-empty
+    ``out`` that is not an ablation is refused unless ``overwrite``.
     """
     device = resolve_device(device)
     out = Path(out)
-    refuse_artefact_out(out, "ablation")
+    prepare_out(out, "ablation", overwrite)
     store_obj = Store(store)
     fmap = load_featuremap(featuremap, device=device)
     if analysis is None:

@@ -12,7 +12,7 @@ import numpy as np
 from .._util import MonoscopeError, atomic_write, versions, write_json
 from ..integrity import check_analysis_current
 from ..locks import locked
-from ..outputs import refuse_artefact_out
+from ..outputs import prepare_out
 from .analyze import read_feature_table
 from .mds import GROUPS
 from .monosemanticity import win_rate
@@ -27,13 +27,16 @@ def _name(summary: dict[str, Any], path: Path) -> str:
 
 @locked()
 def compare(
-    analyses: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
+    analyses: Sequence[str | Path],
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``out/compare.json`` and ``out/mds.png``: group sizes, MDS distributions, metric
     means with CIs, and the WinRate (AUC) of each per-feature metric between every two
     analyses (``P(feature of A scores higher than a feature of B)``)."""
     paths = [Path(a) for a in analyses]
-    refuse_artefact_out(Path(out), "comparison")
+    prepare_out(Path(out), "comparison", overwrite)
     if len(paths) < 2:
         raise MonoscopeError("compare needs at least two analysis directories")
     if names is not None and len(names) != len(paths):
