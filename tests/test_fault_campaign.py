@@ -850,3 +850,21 @@ def test_report_on_an_analysis_being_written_says_so(run, tmp_path, holder, caps
     assert main(["report", "--analysis", str(analysis), "--out", str(tmp_path / "r.html")]) == 2
     line = one_error(capsys.readouterr().err)
     assert "analysis is still being written" in line and f"PID {p.pid}" in line
+
+
+def test_duplicate_ids_from_any_source_are_refused_at_merge(tmp_path) -> None:
+    from collections import Counter
+
+    from monoscope._util import MonoscopeError
+    from monoscope.store import StoreWriter
+
+    header = {"model": {}, "dim": 2, "normalized": False, "source": {}, "shard_size": 2}
+    w = StoreWriter(tmp_path / "s", header)
+    x = np.zeros((2, 2), np.float32)
+    for b, ids in enumerate((["a", "b"], ["c", "a"])):
+        recs = [{"id": i, "caption": "x\ny", "image_ref": "", "labels": {}} for i in ids]
+        w.add_shard(b, x, x, recs, Counter())
+    w.end(4)
+    with pytest.raises(MonoscopeError, match=r"'a' occurs twice \(stored rows 0 and 3\)"):
+        w.finish()
+    assert not (tmp_path / "s" / "manifest.json").exists()  # the store stays incomplete
