@@ -868,3 +868,18 @@ def test_duplicate_ids_from_any_source_are_refused_at_merge(tmp_path) -> None:
     with pytest.raises(MonoscopeError, match=r"'a' occurs twice \(stored rows 0 and 3\)"):
         w.finish()
     assert not (tmp_path / "s" / "manifest.json").exists()  # the store stays incomplete
+
+
+def test_a_file_system_without_flock_warns_and_goes_on(tmp_path, monkeypatch, capsys) -> None:
+    import fcntl
+
+    from monoscope.locks import output_lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with output_lock(tmp_path / "out"):
+        (tmp_path / "out" / "x").write_text("written")
+    assert "cannot lock" in capsys.readouterr().err
+    assert (tmp_path / "out" / "x").read_text() == "written"

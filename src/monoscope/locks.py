@@ -56,10 +56,16 @@ def output_lock(target: str | Path | None, is_file: bool = False) -> Iterator[No
             f"{target}: another monoscope process is writing it ({holder}); wait for it to "
             "finish or choose another --out"
         ) from None
+    except OSError as e:  # a file system without flock (some network mounts): go on unlocked
+        os.close(fd)
+        print(f"monoscope: warning: {lock}: cannot lock ({e.strerror}); not guarded against a "
+              "second writer", file=sys.stderr)  # fmt: skip
+        yield
+        return
     try:
         info = {
             "pid": os.getpid(),
-            "command": " ".join(["monoscope", *sys.argv[1:]]),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         os.ftruncate(fd, 0)
