@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,8 +106,6 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
             max_pixels=a.max_pixels,
         )
     ]
-    import os
-
     if os.environ.get("RANK", "0") != "0":
         return out
     skipped = Store(out[0]).manifest.get("skipped") or {}
@@ -479,8 +478,6 @@ DEFAULT_MAX_PIXELS = 64_000_000  # see monoscope.data.pixels; kept here so --hel
 def _output_of(args: argparse.Namespace) -> tuple[Path | None, bool]:
     """(output to lock, whether it is a file). Data-parallel ranks other than 0 share rank 0's
     directory and do not lock it."""
-    import os
-
     out = getattr(args, "out", None)
     if out is None or os.environ.get("RANK", "0") != "0":
         return None, False
