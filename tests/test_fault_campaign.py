@@ -332,6 +332,14 @@ def edited_caption_same_size(r, tmp):
                  "--out", str(tmp / "abl"), "--labels", "parity", *QUIET])  # fmt: skip
 
 
+def report_edited_caption(r, tmp):
+    store = copy(r["store"], tmp / "store")
+    assert analyze(store, r["fmap"], tmp / "a") == 0
+    text = (store / "pairs.jsonl").read_text()
+    (store / "pairs.jsonl").write_text(text.replace("caption 7", "caption X", 1))
+    return main(["report", "--analysis", str(tmp / "a"), "--out", str(tmp / "r.html")])
+
+
 def manifest_not_a_dict(r, tmp):
     store = copy(r["store"], tmp / "store")
     (store / "manifest.json").write_text("[1, 2]")
@@ -368,6 +376,9 @@ def report_damaged_pairs_line(r, tmp):
     assert analyze(store, r["fmap"], analysis) == 0
     text = (store / "pairs.jsonl").read_text()
     (store / "pairs.jsonl").write_text("#" + text[1:])  # same size: the cheap checks pass
+    m = json.loads((store / "manifest.json").read_text())
+    del m["pairs_sha256"]  # as in a store written before checksums: the JSON error names it
+    (store / "manifest.json").write_text(json.dumps(m))
     return main(["report", "--analysis", str(analysis), "--out", str(tmp / "r.html")])
 
 
@@ -593,6 +604,7 @@ CASES = [
     Case("bit flip in a shard", "integrity", flipped_shard_bit, 1, "text/00002.npy"),
     Case("duplicated pairs line", "integrity", duplicated_pairs_line, 2, "pairs.jsonl"),
     Case("edited caption, same size", "integrity", edited_caption_same_size, 2, "checksum"),
+    Case("report, edited caption", "integrity", report_edited_caption, 2, "checksum"),
     Case("manifest not an object", "integrity", manifest_not_a_dict, 2, "not a JSON object"),
     Case("manifest without shards", "integrity", manifest_without_shards, 2, "shards"),
     Case("damaged safetensors", "integrity", damaged_safetensors_header, 2, "model.safetensors"),

@@ -238,6 +238,20 @@ def check_analysis_current(analysis: Path) -> dict[str, Any]:
     return check_analysis_matches(analysis, store, fmap)
 
 
+def check_pairs_file(store_path: Path) -> None:
+    """Refuse a ``pairs.jsonl`` whose checksum differs from its store's manifest (for readers
+    that stream it instead of loading it through :meth:`Store.pairs`)."""
+    if not (store_path / "manifest.json").is_file():
+        return
+    manifest = _json_object(store_path / "manifest.json")
+    recorded, file = manifest.get("pairs_sha256"), store_path / "pairs.jsonl"
+    if recorded and file.is_file() and sha256_file(file) != recorded:
+        raise MonoscopeError(
+            f"{file}: its checksum differs from the manifest's: the pairs were changed after "
+            "the store was written; re-embed it (monoscope embed ... --overwrite)"
+        )
+
+
 def _json_object(path: Path) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict):

@@ -33,7 +33,7 @@ from PIL import Image
 
 from .._util import MonoscopeError, read_json, write_text
 from ..data import load_image_ref
-from ..integrity import check_analysis_current
+from ..integrity import check_analysis_current, check_pairs_file
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
@@ -636,6 +636,7 @@ def render_report(
     store = summary.get("store")
     pairs_path = Path(store) / "pairs.jsonl" if store else None
     if pairs_path is not None and pairs_path.is_file():
+        check_pairs_file(pairs_path.parent)  # captions must be the ones the analysis saw
         pairs = _read_pairs(pairs_path, rows)
     else:
         pairs = {}
