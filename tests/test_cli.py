@@ -62,11 +62,12 @@ def _analyze_args(store, fmap, out, *extra):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--low", "-0.1"], "must be in [0, 1]"),
-        (["--high", "1.5"], "must be in [0, 1]"),
-        (["--quantile", "0.8"], "must be in (0, 0.5)"),
-        (["--fdr", "nan"], "must be in (0, 1)"),
-        (["--min-firings", "0"], "a positive integer"),
+        (["--low", "-0.1"], "must be >= 0 and <= 1"),
+        (["--high", "1.5"], "must be >= 0 and <= 1"),
+        (["--quantile", "0.8"], "must be > 0 and < 0.5"),
+        (["--fdr", "nan"], "not a finite number"),
+        (["--fdr", "1"], "must be > 0 and < 1"),
+        (["--min-firings", "0"], "must be >= 1"),
     ],
 )
 def test_rule_options_are_validated_at_parse_time(tmp_path, capsys, extra, message):

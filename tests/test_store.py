@@ -87,7 +87,7 @@ def test_corrupt_shard_gives_clear_error(tmp_path: Path):
     w.end(4)
     w.finish()
     (tmp_path / "s" / "image" / "00000.npy").write_bytes(b"garbage")
-    with pytest.raises(MonoscopeError, match="unreadable shard"):
+    with pytest.raises(MonoscopeError, match="7 bytes, the manifest says"):
         Store(tmp_path / "s").load("image")
 
 

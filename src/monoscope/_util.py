@@ -38,6 +38,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give outputs normal modes
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.filename is None:  # e.g. a full disk inside a library's writer: name the file
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -106,6 +111,8 @@ def resolve_device(device: str = "auto") -> str:
         raise MonoscopeError(f"--device {device}: CUDA is not available on this machine")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise MonoscopeError(f"--device {device}: expected cpu, cuda[:N], mps or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise MonoscopeError("--device mps: MPS is not available on this machine")
     return device
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_types as T
 from ._util import MonoscopeError, read_json
 from .demo import SAE as DEMO_SAE
+from .locks import output_lock
 from .studies.cli import add_parsers as add_study_parsers
 
 # The trainer's methods, listed here so that `--help` does not import torch (a test keeps
@@ -28,9 +30,9 @@ METHODS = (
 
 
 def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto")
+    p.add_argument("--device", default="auto", type=T.device, help="cpu, cuda[:N], mps or auto")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--seed", type=T.seed, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -50,26 +52,33 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("--image-column", help="hf: image column (default: auto-detected)")
     p.add_argument("--caption-column", help="hf: caption column (default: auto-detected)")
     p.add_argument("--out", required=True, type=Path, help="store directory")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=T.positive, default=64)
     p.add_argument(
         "--shard-size",
-        type=int,
+        type=T.positive,
         default=4096,
         help="source records per shard (the unit of resume and of data parallelism)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=T.non_negative,
         default=0,
         help="DataLoader processes decoding images beside the model",
     )
     p.add_argument(
         "--dtype",
         default=None,
+        type=T.dtype,
         help="model compute dtype: auto (checkpoint's), fp32, fp16, bf16 "
         "(default: fp32); stored embeddings are always float32",
     )
     p.add_argument("--no-normalize", action="store_true", help="store raw, not L2-normalised")
+    p.add_argument(
+        "--max-pixels",
+        type=T.positive,
+        default=DEFAULT_MAX_PIXELS,
+        help="larger images are skipped (counted) without being decoded",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _common(p, seed=False)
@@ -79,8 +88,9 @@ def _add_embed(sub: Any) -> None:
 def _run_embed(a: argparse.Namespace) -> list[Path]:
     from .data import open_source
     from .embed import embed
+    from .store import Store
 
-    return [
+    out = [
         embed(
             a.model,
             open_source(a.data, image_column=a.image_column, caption_column=a.caption_column),
@@ -94,8 +104,16 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
             resume=a.resume,
             overwrite=a.overwrite,
             progress=not a.quiet,
+            max_pixels=a.max_pixels,
         )
     ]
+    if os.environ.get("RANK", "0") != "0":
+        return out
+    skipped = Store(out[0]).manifest.get("skipped") or {}
+    if skipped.get("count"):
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
+        print(f"skipped {skipped['count']} records: {reasons}", file=sys.stderr)
+    return out
 
 
 def _center_option(p: argparse.ArgumentParser) -> None:
@@ -114,16 +132,18 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, type=Path, help="feature-map directory")
-    p.add_argument("--latents", type=int, default=2048, help="number of features K")
-    p.add_argument("--k", type=int, default=32, help="active latents (TopK family)")
-    p.add_argument("--l1", type=float, default=None, help="sparsity penalty (sae-relu)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (method default)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--latents", type=T.positive, default=2048, help="number of features K")
+    p.add_argument("--k", type=T.positive, default=32, help="active latents (TopK family)")
+    p.add_argument("--l1", type=T.positive_float, default=None, help="sparsity penalty (sae-relu)")
+    p.add_argument("--batch-size", type=T.positive, default=1024)
+    p.add_argument(
+        "--lr", type=T.positive_float, default=None, help="learning rate (method default)"
+    )
+    p.add_argument("--epochs", type=T.positive_float, default=None)
+    p.add_argument("--steps", type=T.positive, default=None)
     p.add_argument("--per-modality", action="store_true", help="one SAE per modality")
     _center_option(p)
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps (0: none)")
+    p.add_argument("--checkpoint-every", type=T.non_negative, default=1000, help="steps (0: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing feature map")
     _common(p)
@@ -157,43 +177,12 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
     ]
 
 
-def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and ok(value)):
-        raise argparse.ArgumentTypeError(f"must be {what} (got {text})")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    return _number(text, lambda v: 0 <= v <= 1, "in [0, 1]")
-
-
-def _open_unit(text: str) -> float:
-    return _number(text, lambda v: 0 < v < 1, "in (0, 1)")
-
-
-def _open_half(text: str) -> float:
-    return _number(text, lambda v: 0 < v < 0.5, "in (0, 0.5)")
-
-
-def _non_negative(text: str) -> float:
-    return _number(text, lambda v: v >= 0, "non-negative")
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, lambda v: v >= 1 and v == int(v), "a positive integer")
-    return int(value)
-
-
 def _add_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="score MDS, group features, find top samples", **_fmt)
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--featuremap", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="analysis directory")
-    p.add_argument("--top-m", type=int, default=20, help="top samples kept per feature")
+    p.add_argument("--top-m", type=T.positive, default=20, help="top samples kept per feature")
     p.add_argument(
         "--mds", default="ratio-of-means", choices=("ratio-of-means", "mean-of-ratios", "signed")
     )
@@ -206,37 +195,43 @@ def _add_analyze(sub: Any) -> None:
         "fixed thresholds, quantiles, or a sign-flip test",
     )
     p.add_argument(
-        "--low", type=_unit_interval, default=0.25, help="TextD below this MDS (evidence, fixed)"
+        "--low", type=T.unit_interval, default=0.25, help="TextD below this MDS (evidence, fixed)"
     )
     p.add_argument(
-        "--high", type=_unit_interval, default=0.75, help="ImgD above this MDS (evidence, fixed)"
+        "--high", type=T.unit_interval, default=0.75, help="ImgD above this MDS (evidence, fixed)"
     )
     p.add_argument(
-        "--quantile", type=_open_half, default=0.2, help="tail share, in (0, 0.5) (quantile)"
+        "--quantile", type=T.open_half, default=0.2, help="tail share, in (0, 0.5) (quantile)"
     )
     p.add_argument(
-        "--fdr", type=_open_unit, default=0.05, help="false-claim rate, in (0, 1) (evidence, test)"
+        "--fdr", type=T.open_unit, default=0.05, help="false-claim rate, in (0, 1) (evidence, test)"
     )
     p.add_argument(
         "--min-firings",
-        type=_positive_int,
+        type=T.positive,
         default=40,
         help="pairs a feature must fire on to get a verdict; fewer: rare (evidence)",
     )
     p.add_argument(
         "--pseudo-firings",
-        type=_non_negative,
+        type=T.non_negative_float,
         default=0.5,
         help="pseudo-pairs per modality added to each feature's interval (evidence intervals)",
     )
     p.add_argument(
         "--min-effect",
-        type=_open_half,
+        type=T.open_half,
         default=0.1,
         help="least |MDS - 0.5| for ImgD/TextD, in (0, 0.5) (test)",
     )
-    p.add_argument("--permutations", type=_positive_int, default=1000, help="sign flips (test)")
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--permutations", type=T.positive, default=1000, help="sign flips (test)")
+    p.add_argument("--batch-size", type=T.positive, default=4096)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="analyse with a feature map trained on another model's embeddings",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing analysis")
     p.add_argument(
         "--words",
         action="store_true",
@@ -279,7 +274,13 @@ def _run_analyze(a: argparse.Namespace) -> list[Path]:
         seed=a.seed,
         progress=not a.quiet,
         center=a.center,
+        force=a.force,
+        overwrite=a.overwrite,
     )
+    from ._util import read_json
+
+    for note in read_json(out / "summary.json").get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     written = [out / "features.csv", out / "summary.json", out / "top"]
     if a.words:
         written.append(_words(a.store, a.featuremap, out, a.model, a.device, a.center))
@@ -345,10 +346,16 @@ def _add_ablate(sub: Any) -> None:
         "--template",
         action="append",
         dest="templates",
+        type=T.template,
         help="class prompt template with {} (repeatable; default: built-in set)",
     )
-    p.add_argument("--control-seeds", type=int, default=5, help="random same-size controls")
-    p.add_argument("--max-pairs", type=int, default=4000, help="pairs evaluated")
+    p.add_argument("--control-seeds", type=T.positive, default=5, help="random same-size controls")
+    p.add_argument("--max-pairs", type=T.integer(2), default=4000, help="pairs evaluated")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty --out of another kind (replaces only own files)",
+    )
     _common(p)
     p.set_defaults(run=_run_ablate)
 
@@ -369,6 +376,7 @@ def _run_ablate(a: argparse.Namespace) -> list[Path]:
         device=a.device,
         seed=a.seed,
         progress=not a.quiet,
+        overwrite=a.overwrite,
     )
     left = read_json(out / "ablation.json").get("left_out") or {}
     if any(left.values()):
@@ -384,6 +392,11 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("analyses", nargs="+", type=Path, help="analysis directories")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--names", nargs="+", help="display names, one per analysis")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty --out of another kind (replaces only own files)",
+    )
     p.set_defaults(run=_run_compare)
 
 
@@ -392,7 +405,7 @@ def _run_compare(a: argparse.Namespace) -> list[Path]:
     from .analysis.centring import describe_effect
     from .analysis.compare import compare
 
-    out = compare(a.analyses, a.out, a.names)
+    out = compare(a.analyses, a.out, a.names, overwrite=a.overwrite)
     for effect in read_json(out / "compare.json").get("centring") or []:
         print("\n".join(describe_effect(effect)))
     return [out / "compare.json", out / "mds.png"]
@@ -434,13 +447,13 @@ def _add_bench(sub: Any) -> None:
         "heavy-tailed frequencies; null: clip geometry, every atom balanced",
     )
     b.add_argument(
-        "--replicates", type=_positive_int, default=5, help="fresh datasets each map is scored on"
+        "--replicates", type=T.positive, default=5, help="fresh datasets each map is scored on"
     )
-    b.add_argument("--dim", type=_positive_int, help="embedding dimension (default: the profile's)")
-    b.add_argument("--atoms", type=_positive_int, default=256, help="planted atoms")
-    b.add_argument("--n-pairs", type=_positive_int, default=20000, help="pairs per dataset")
+    b.add_argument("--dim", type=T.positive, help="embedding dimension (default: the profile's)")
+    b.add_argument("--atoms", type=T.positive, default=256, help="planted atoms")
+    b.add_argument("--n-pairs", type=T.positive, default=20000, help="pairs per dataset")
     b.add_argument("--methods", nargs="+", help="feature maps to train (default: all)")
-    b.add_argument("--steps", type=_positive_int, default=1500, help="training steps per map")
+    b.add_argument("--steps", type=T.positive, default=1500, help="training steps per map")
     b.add_argument("--seed", type=int, default=0, help="random seed")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(run=_run_planted)
@@ -507,7 +520,10 @@ def _add_pocket(sub: Any) -> None:
     t = psub.add_parser("train", help="retrain the pocket model on the emoji pairs", **_fmt)
     t.add_argument("--out", required=True, type=Path, help="directory for the weights")
     t.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (default: the shipped recipe)"
+        "--epochs",
+        type=T.positive,
+        default=None,
+        help="training epochs (default: the shipped recipe)",
     )
     _common(t)
     t.set_defaults(run=_run_pocket_train)
@@ -524,9 +540,9 @@ def _run_pocket_train(a: argparse.Namespace) -> list[Path]:
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default", **_fmt)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--latents", type=int, default=DEMO_SAE["latents"], help="SAE features")
-    p.add_argument("--k", type=int, default=DEMO_SAE["k"], help="SAE active latents")
-    p.add_argument("--epochs", type=int, default=DEMO_SAE["epochs"], help="SAE epochs")
+    p.add_argument("--latents", type=T.positive, default=DEMO_SAE["latents"], help="SAE features")
+    p.add_argument("--k", type=T.positive, default=DEMO_SAE["k"], help="SAE active latents")
+    p.add_argument("--epochs", type=T.positive, default=DEMO_SAE["epochs"], help="SAE epochs")
     p.add_argument(
         "--studies",
         action="store_true",
@@ -554,13 +570,21 @@ def _run_demo(a: argparse.Namespace) -> list[Path]:
 def _add_doctor(sub: Any) -> None:
     p = sub.add_parser("doctor", help="validate a store, feature map or analysis", **_fmt)
     p.add_argument("path", type=Path, help="a store, feature-map or analysis directory")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also re-hash every shard and weights file against the recorded checksums",
+    )
     p.set_defaults(run=_run_doctor)
 
 
 def _run_doctor(a: argparse.Namespace) -> list[Path]:
     from .doctor import detect, diagnose
+    from .integrity import verify
 
     problems = diagnose(a.path)
+    if a.verify and not problems:
+        problems = verify(a.path)
     print("\n".join(problems) or "ok")
     if problems:
         raise SystemExit(1)
@@ -621,6 +645,16 @@ def _run_export_sae(a: argparse.Namespace) -> list[Path]:
 
 
 _fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+DEFAULT_MAX_PIXELS = 64_000_000  # see monoscope.data.pixels; kept here so --help stays light
+
+
+def _output_of(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """(output to lock, whether it is a file). Data-parallel ranks other than 0 share rank 0's
+    directory and do not lock it."""
+    out = getattr(args, "out", None)
+    if out is None or os.environ.get("RANK", "0") != "0":
+        return None, False
+    return out, args.command == "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -659,14 +693,15 @@ def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with output_lock(*_output_of(args)), warnings.catch_warnings():
             warnings.showwarning = _show_warning
             paths = args.run(args)
     except MonoscopeError as e:
         print(f"monoscope: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, permission denied, ...: one line, not a traceback
-        print(f"monoscope: error: {e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"monoscope: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("monoscope: interrupted", file=sys.stderr)

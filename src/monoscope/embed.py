@@ -23,10 +23,13 @@ from tqdm.auto import tqdm
 
 from ._util import MonoscopeError, join_process_group, resolve_device
 from .data import BadRecord, Pair, PairSource, open_source
+from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
 from .encoders import DualEncoder, load_encoder
+from .locks import locked
 from .store import StoreWriter
 
 
+@locked()
 def embed(
     model: str | DualEncoder,
     data: str | PairSource,
@@ -41,12 +44,14 @@ def embed(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Path:
     """Embed every pair of ``data`` with ``model`` into the store ``out``.
 
     Pairs with a missing or corrupt image, an empty caption, or a non-finite embedding are
     skipped and counted by reason in the manifest. With ``resume=True`` an interrupted run
-    continues at its first uncommitted shard.
+    continues at its first uncommitted shard. Images of more than ``max_pixels`` pixels are
+    skipped (``image too large``) before they are decoded.
     """
     if batch_size < 1 or shard_size < 1 or workers < 0:
         raise MonoscopeError("--batch-size and --shard-size must be positive, --workers >= 0")
@@ -70,7 +75,7 @@ def embed(
         _barrier(world)
     if writer.complete:
         return writer.path
-    chunks = _Chunks(source, writer, batch_size)
+    chunks = _Chunks(source, writer, batch_size, max_pixels)
     loader = DataLoader(
         chunks,
         batch_size=None,
@@ -138,13 +143,15 @@ class _Chunks(IterableDataset):
     DataLoader worker w decodes the chunks c with c % workers == w, and the loader returns them
     in order."""
 
-    def __init__(self, source: PairSource, writer: StoreWriter, batch_size: int):
+    def __init__(self, source: PairSource, writer: StoreWriter, batch_size: int, max_pixels: int):
         self.source, self.writer, self.batch_size = source, writer, batch_size
         self.shard_size = writer.header["shard_size"]
+        self.max_pixels = max_pixels
 
     def __iter__(self) -> Iterator[tuple[int, int, list[tuple[dict, Any, str | None]]]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        set_max_pixels(self.max_pixels)  # in this (worker) process
         records = iter(self.source)
         position, chunk_index = 0, 0
         while True:

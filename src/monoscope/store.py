@@ -18,6 +18,7 @@ the per-shard pair files into ``pairs.jsonl``; only then is the store ``complete
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -29,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from ._util import MonoscopeError, atomic_write, read_json, save_npy, versions, write_json
+from ._util import MonoscopeError, atomic_write, read_json, versions, write_json
+from .integrity import combine, save_npy_hashed
+from .locks import refuse_if_being_written
+from .outputs import prepare_out
 
 FORMAT_VERSION = 2
 MODALITIES = ("image", "text")
@@ -64,6 +68,8 @@ class StoreWriter:
         self.header = {k: header[k] for k in _HEADER_KEYS}
         header_path = self.path / "progress" / "header.json"
         manifest = self.path / "manifest.json"
+        if rank == 0:
+            prepare_out(self.path, "store", overwrite)
         exists = manifest.exists() or header_path.exists()
         if exists and overwrite and rank == 0:
             _remove_store_files(self.path)
@@ -124,12 +130,16 @@ class StoreWriter:
                 f"store dim {self.header['dim']}"
             )
         name = f"{shard:05d}"
-        if n:
-            save_npy(self.path / "image" / f"{name}.npy", np.ascontiguousarray(image, np.float32))
-            save_npy(self.path / "text" / f"{name}.npy", np.ascontiguousarray(text, np.float32))
+        info: dict[str, Any] = {"count": n, "skipped": dict(+skipped)}
+        if n:  # checksums are computed while the bytes are written, not in a second pass
+            for m, arr in (("image", image), ("text", text)):
+                digest, size = save_npy_hashed(
+                    self.path / m / f"{name}.npy", np.ascontiguousarray(arr, np.float32)
+                )
+                info[f"{m}_sha256"], info[f"{m}_bytes"] = digest, size
         lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
         atomic_write(self.path / "pairs" / f"{name}.jsonl", lambda p: p.write_text(lines, "utf-8"))
-        self.progress["shards"][str(shard)] = {"count": n, "skipped": dict(+skipped)}
+        self.progress["shards"][str(shard)] = info
         write_json(self._progress_path, self.progress)
 
     def end(self, records: int) -> None:
@@ -166,6 +176,7 @@ class StoreWriter:
                         "image": f"image/{b:05d}.npy",
                         "text": f"text/{b:05d}.npy",
                         "count": shards[b]["count"],
+                        **{k: v for k, v in shards[b].items() if k.endswith(("_sha256", "_bytes"))},
                     }
                 )
 
@@ -176,13 +187,20 @@ class StoreWriter:
         if len({p["end"] for p in parts}) != 1:
             raise MonoscopeError(f"{self.path}: writers disagree on the length of the source")
 
+        digest, seen = hashlib.sha256(), {}
+
         def merge(tmp: Path) -> None:
             with open(tmp, "wb") as out:
                 for b in range(n_shards):
                     with open(self.path / "pairs" / f"{b:05d}.jsonl", "rb") as f:
-                        shutil.copyfileobj(f, out)
+                        data = f.read()
+                    _check_ids(data, seen, len(seen))
+                    digest.update(data)
+                    out.write(data)
 
         atomic_write(self.path / "pairs.jsonl", merge)
+        pairs_sha = digest.hexdigest()
+        shard_digests = [e.get(f"{m}_sha256", "") for e in entries for m in MODALITIES]
         manifest = {
             "format_version": FORMAT_VERSION,
             **self.header,
@@ -191,6 +209,9 @@ class StoreWriter:
             "records": records,
             "skipped": {"count": sum(skipped.values()), "reasons": dict(skipped)},
             "shards": entries,
+            "pairs_sha256": pairs_sha,
+            "pairs_bytes": (self.path / "pairs.jsonl").stat().st_size,
+            "fingerprint": combine([*shard_digests, pairs_sha]) if all(shard_digests) else None,
             "writers": self.world,
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -203,6 +224,19 @@ class StoreWriter:
                 tmp.unlink()
         self.complete = True
         return self.path
+
+
+def _check_ids(data: bytes, seen: dict[str, int], row: int) -> None:
+    """Refuse a pair id that an earlier row already has (``seen``: id -> row). ``data`` is
+    JSON lines (no raw newline inside a record), parsed as one array: one C call per shard."""
+    records = json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]") if data else []
+    for i, pid in enumerate((r["id"] for r in records), row):
+        if pid in seen:
+            raise MonoscopeError(
+                f"pair id {pid!r} occurs twice (stored rows {seen[pid]} and {i}); ids must be "
+                "unique: fix the data and rerun embed with --overwrite"
+            )
+        seen[pid] = i
 
 
 def _remove_store_files(path: Path) -> None:
@@ -228,6 +262,7 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        refuse_if_being_written(self.path, "store")
         if not (self.path / "manifest.json").is_file():
             if (self.path / "progress").is_dir():
                 raise MonoscopeError(
@@ -236,16 +271,44 @@ class Store:
                 )
             raise MonoscopeError(f"{self.path}: not a store (no manifest.json)")
         self.manifest: dict[str, Any] = read_json(self.path / "manifest.json")
+        if not isinstance(self.manifest, dict):
+            raise MonoscopeError(f"{self.path}/manifest.json: not a JSON object")
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise MonoscopeError(
                 f"{self.path}: store format {self.manifest.get('format_version')} is not "
                 f"supported (expected {FORMAT_VERSION})"
             )
-
+        self._check_cheap()
         self.dim: int = int(self.manifest["dim"])
         self.count: int = int(self.manifest["count"])
         starts = np.cumsum([0] + [s["count"] for s in self.manifest["shards"]])
         self._starts = starts[:-1].tolist()
+
+    def _check_cheap(self) -> None:
+        """Fields, shard counts and file sizes (one stat per file) against the manifest."""
+        m, where = self.manifest, f"{self.path}/manifest.json"
+        shards = m.get("shards")
+        ok = (
+            _is_int(m.get("dim"), 1)
+            and _is_int(m.get("count"), 0)
+            and isinstance(shards, list)
+            and all(isinstance(s, dict) and _is_int(s.get("count"), 1) for s in shards)
+        )
+        if not ok:
+            raise MonoscopeError(f"{where}: missing or invalid dim, count or shards (damaged?)")
+        if sum(s["count"] for s in shards) != m["count"]:
+            raise MonoscopeError(f"{where}: the shard counts do not add up to count {m['count']}")
+        sized = [
+            (s.get(f"{k}_bytes"), self.path / str(s.get(k))) for s in shards for k in MODALITIES
+        ]
+        sized.append((m.get("pairs_bytes"), self.path / "pairs.jsonl"))
+        for size, file in sized:
+            if size is not None and (not file.is_file() or file.stat().st_size != size):
+                state = f"{file.stat().st_size} bytes" if file.is_file() else "missing"
+                raise MonoscopeError(
+                    f"{file}: {state}, the manifest says {size} bytes: the store was changed "
+                    "after it was written; re-embed it (monoscope embed ... --overwrite)"
+                )
 
     def __len__(self) -> int:
         return self.count
@@ -299,11 +362,35 @@ class Store:
         return out.reshape(*np.shape(index), self.dim)
 
     def pairs(self) -> list[dict[str, Any]]:
-        """The pair records in row order."""
-        with open(self.path / "pairs.jsonl", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f]
+        """The pair records in row order (checked against the manifest's checksum)."""
+        file = self.path / "pairs.jsonl"
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise MonoscopeError(f"{file}: unreadable ({e.strerror})") from None
+        recorded = self.manifest.get("pairs_sha256")
+        if recorded and hashlib.sha256(data).hexdigest() != recorded:
+            raise MonoscopeError(
+                f"{file}: its checksum differs from the manifest's: the pairs were changed after "
+                "the store was written; re-embed it (monoscope embed ... --overwrite)"
+            )
+        rows = []
+        for n, line in enumerate(data.splitlines(), 1):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict) or "id" not in row or "caption" not in row:
+                raise MonoscopeError(f"{file}: line {n} is not a pair record (damaged?)")
+            rows.append(row)
         if len(rows) != self.count:
             raise MonoscopeError(
                 f"{self.path}: pairs.jsonl has {len(rows)} rows, the manifest says {self.count}"
             )
+        if len({str(r["id"]) for r in rows}) != len(rows):
+            raise MonoscopeError(f"{file}: a pair id occurs twice (a duplicated line?)")
         return rows
+
+
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low

@@ -23,6 +23,9 @@ from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.metrics import retrieval_ranks
+from ..integrity import check_analysis_matches
+from ..locks import locked
+from ..outputs import prepare_out
 from ..store import Store
 from .analyze import analyze, read_feature_table
 from .evidence import RARE, UNDETERMINED
@@ -88,6 +91,7 @@ def class_prompts(
     return unit_rows(emb.reshape(len(names), len(templates), -1).mean(1))
 
 
+@locked()
 def ablate(
     store: str | Path,
     featuremap: str | Path,
@@ -102,16 +106,19 @@ def ablate(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = True,
 ) -> Path:
     """Remove ImgD / TextD / CrossD and random same-size controls; write ``out/ablation.json``.
 
     ``analysis`` gives the groups (computed into ``out/analysis`` when omitted); ``model``
     embeds the class prompts (default: the store's own encoder). ``label_keys`` are the pair
     labels used as zero-shot classes (default: ``subgroup`` and ``group`` where present).
-    Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them).
+    Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them). A non-empty
+    ``out`` that is not an ablation is refused unless ``overwrite``.
     """
     device = resolve_device(device)
     out = Path(out)
+    prepare_out(out, "ablation", overwrite)
     store_obj = Store(store)
     fmap = load_featuremap(featuremap, device=device)
     if analysis is None:
@@ -123,6 +130,7 @@ def ablate(
             device=device,
             progress=progress,
         )
+    analysis_summary = check_analysis_matches(Path(analysis), store_obj, Path(featuremap))
     groups = read_feature_table(Path(analysis) / "features.csv")["group"]
     if len(groups) != fmap.n_features:
         raise MonoscopeError(
@@ -193,6 +201,7 @@ def ablate(
         "store": str(Path(store).resolve()),
         "featuremap": str(Path(featuremap).resolve()),
         "analysis": str(Path(analysis).resolve()),
+        "inputs": analysis_summary.get("inputs"),
         "space": "embedding" if fmap.has_decoder else "feature",
         "n_pairs": n,
         "label_keys": sorted(tasks),

@@ -33,6 +33,9 @@ from .._util import (
 )
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.center import CenteredMap, center_featuremap
+from ..integrity import analysis_inputs, check_featuremap_for_store
+from ..locks import locked
+from ..outputs import prepare_analysis_out
 from ..store import Store
 from .evidence import (
     DEAD,
@@ -118,6 +121,7 @@ def _encode(fmap: FeatureMap, x: np.ndarray, modality: str, device: str) -> torc
     return acts
 
 
+@locked()
 def analyze(
     store: str | Path | Store,
     featuremap: str | Path | FeatureMap,
@@ -141,6 +145,8 @@ def analyze(
     progress: bool = True,
     center: str | None = None,
     gap_bootstrap: int = 200,
+    force: bool = False,
+    overwrite: bool = True,
 ) -> Path:
     """Score every feature's MDS with a 95% interval, give each a verdict, find their top-m
     samples and measure their monosemanticity.
@@ -158,6 +164,9 @@ def analyze(
     ``center`` (``mean`` or ``gap``) centres the embeddings on this store's modality means
     before the feature map (a map trained with ``--center`` centres on its own).
     ``gap_bootstrap`` Poisson replicates give the modality gap's intervals.
+    The files of an earlier analysis in ``out`` are removed first (refused if not
+    ``overwrite``); a feature map trained on another model's embeddings is refused unless
+    ``force``. summary.json records the fingerprints of the store and the feature map.
     """
     if definition not in DEFINITIONS:
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
@@ -173,6 +182,13 @@ def analyze(
     if not isinstance(featuremap, FeatureMap):
         fmap_path = Path(featuremap)
         featuremap = load_featuremap(fmap_path)
+    note = check_featuremap_for_store(fmap_path, store, force) if fmap_path else None
+    if store.count < min(M_SWEEP):
+        raise MonoscopeError(
+            f"{store.path}: {store.count} pairs; an analysis needs at least {min(M_SWEEP)}"
+        )
+    out = Path(out)
+    prepare_analysis_out(out, overwrite)
     featuremap = center_featuremap(featuremap, store, center)
     k, keep = featuremap.n_features, max(top_m, *M_SWEEP)
     img, txt = FeatureStats(k, keep), FeatureStats(k, keep)
@@ -231,7 +247,6 @@ def analyze(
     )
     groups = _verdict_summary(ev, grouping, alive)
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tops = {}
     for modality, stats in (("image", img), ("text", txt)):
@@ -290,6 +305,7 @@ def analyze(
         "skipped": store.manifest.get("skipped"),
         "seed": seed,
         "versions": versions(),
+        **analysis_inputs(store, fmap_path, note),
     }
     if rule == "evidence":
         summary["grouping"].update(fdr=fdr, min_firings=min_firings)
@@ -299,8 +315,8 @@ def analyze(
         summary["grouping"]["quantile"] = quantile
     if fmap_path and (fmap_path / "metrics.json").is_file():
         summary["featuremap_metrics"] = read_json(fmap_path / "metrics.json")
-    for note in summary["warnings"]:
-        warnings.warn(note, stacklevel=2)
+    for message in summary["warnings"]:
+        warnings.warn(message, stacklevel=2)
     write_json(out / "summary.json", summary)
     return out
 

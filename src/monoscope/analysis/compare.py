@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
+from .._util import MonoscopeError, atomic_write, versions, write_json
+from ..integrity import check_analysis_current
+from ..locks import locked
+from ..outputs import prepare_out
 from .analyze import read_feature_table
 from .centring import centring_effects
 from .evidence import RARE, UNDETERMINED
@@ -24,8 +27,12 @@ def _name(summary: dict[str, Any], path: Path) -> str:
     return f"{Path(str(model)).name}/{summary.get('featuremap_kind', '?')} ({path.name})"
 
 
+@locked()
 def compare(
-    analyses: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
+    analyses: Sequence[str | Path],
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``out/compare.json`` and ``out/mds.png``: group sizes, MDS distributions, metric
     means with CIs, and the WinRate (AUC) of each per-feature metric between every two
@@ -33,11 +40,12 @@ def compare(
     without ``--center`` and one with it, what centring changed
     (:func:`~monoscope.analysis.centring.centring_effect`)."""
     paths = [Path(a) for a in analyses]
+    prepare_out(Path(out), "comparison", overwrite)
     if len(paths) < 2:
         raise MonoscopeError("compare needs at least two analysis directories")
     if names is not None and len(names) != len(paths):
         raise MonoscopeError(f"--names has {len(names)} entries for {len(paths)} analyses")
-    summaries = [read_json(p / "summary.json") for p in paths]
+    summaries = [check_analysis_current(p) for p in paths]  # refuses stale analyses
     tables = [read_feature_table(p / "features.csv") for p in paths]
     labels = list(names) if names else [_name(s, p) for s, p in zip(summaries, paths, strict=True)]
     if len(set(labels)) != len(labels):

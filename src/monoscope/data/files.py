@@ -20,6 +20,7 @@ from PIL import Image
 
 from .._util import MonoscopeError
 from . import BadRecord, Pair
+from .pixels import open_image
 from .webdataset import skipped_pair, utf8
 
 REQUIRED = ("image", "caption")
@@ -34,17 +35,7 @@ def decode_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise BadRecord("missing image", str(path))
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                out = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                out.alpha_composite(rgba)
-                return out.convert("RGB")
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadRecord("corrupt image", f"{path}: {e}") from None
+    return open_image(str(path), str(path))
 
 
 class FilePairs:
@@ -92,7 +83,8 @@ class FilePairs:
 
     def _csv_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         with open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, strict=True)
+            start = 2
             try:
                 columns = reader.fieldnames or []
                 missing = [k for k in REQUIRED if k not in columns]
@@ -102,21 +94,35 @@ class FilePairs:
                         f"(columns: {', '.join(columns) or 'none'})"
                     )
                 for record in reader:
+                    start = reader.line_num + 1  # where the next record starts
+                    if None in record or None in record.values():
+                        raise MonoscopeError(
+                            f"captions file {self.path}: line {reader.line_num} has "
+                            f"{'more' if None in record else 'fewer'} fields than the header "
+                            "(an unbalanced quote or a stray comma?)"
+                        )
+                    if record.get("id") == "":  # an empty cell: no id given
+                        del record["id"]
                     yield reader.line_num, record
-            except csv.Error as e:
+            except csv.Error as e:  # line_num is stale when the error is the end of the file
+                line = max(start, reader.line_num) if "end of data" in str(e) else reader.line_num
                 raise MonoscopeError(
-                    f"captions file {self.path}: line {reader.line_num}: {e}"
+                    f"captions file {self.path}: line {line}: {e} (an unbalanced quote?)"
                 ) from None
 
     def _pair(self, n: int, record: dict[str, Any]) -> Pair:
         image = self.root / str(record["image"])
         try:
             ref = str(image.resolve())
-        except (OSError, ValueError):  # e.g. a NUL byte: the image is then missing
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: missing image
             ref = str(image)
-        caption = "" if record["caption"] is None else str(record["caption"])
         labels = {k: v for k, v in record.items() if k not in ("id", *REQUIRED)}
-        pid = str(record.get("id") or n)
+        pid = _pair_id(record, n, self.path)
+        caption = record["caption"]
+        if caption is not None and not isinstance(caption, str):
+            kind = type(caption).__name__
+            return skipped_pair(pid, "caption not a string", ref, f"{self.path}: line {n}: {kind}")
+        caption = caption or ""
         # Bytes that are not UTF-8 (kept surrogate-escaped) or JSON escapes of lone surrogates
         # cannot be written to pairs.jsonl: skip the record, counted.
         if not utf8(caption):
@@ -147,8 +153,17 @@ class FilePairs:
             yield self._pair(n, record)
 
     def __len__(self) -> int:
-        if self._len is None:
-            self._len = sum(1 for _ in self._records())
+        if self._len is None:  # one pass that also refuses duplicate ids before any embedding
+            seen: dict[str, int] = {}
+            for n, record in self._records():
+                pid = _pair_id(record, n, self.path)
+                if pid in seen:
+                    raise MonoscopeError(
+                        f"captions file {self.path}: id {pid!r} on line {n} is already used on "
+                        f"line {seen[pid]}; ids must be unique"
+                    )
+                seen[pid] = n
+            self._len = len(seen)
         return self._len
 
     def describe(self) -> dict[str, Any]:
@@ -163,6 +178,18 @@ class FilePairs:
             "count": len(self),
             "sha256": digest.hexdigest(),
         }
+
+
+def _pair_id(record: dict[str, Any], n: int, path: Path) -> str:
+    """The record's ``id`` as given (a string or an integer), else its line number."""
+    if "id" not in record:
+        return str(n)
+    pid = record["id"]
+    if isinstance(pid, bool) or not isinstance(pid, str | int) or pid == "":
+        raise MonoscopeError(
+            f"captions file {path}: line {n}: id {pid!r} is not a non-empty string or integer"
+        )
+    return str(pid)
 
 
 def _names(keys: list[str]) -> str:

@@ -191,6 +191,8 @@ class HFPairs:
                 caption = caption.decode("utf-8")
             except UnicodeDecodeError:
                 return skipped_pair(pid, "undecodable caption", ref, f"{ref}: caption")
+        if caption is not None and not isinstance(caption, str):
+            return skipped_pair(pid, "caption not a string", ref, f"{ref}: caption")
         labels = {}
         for col, value in record.items():
             if col in (self.image_column, self.caption_column, self.id_column):

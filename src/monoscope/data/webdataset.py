@@ -37,6 +37,7 @@ from PIL import Image
 
 from .._util import MonoscopeError
 from . import BadRecord, Pair
+from .pixels import open_image, to_rgb  # noqa: F401  (to_rgb: used by hfdata)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
@@ -85,22 +86,7 @@ def decode_image_bytes(data: bytes, where: str) -> Image.Image:
 
     Raises :class:`BadRecord` ``corrupt image`` naming ``where``.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadRecord("corrupt image", f"{where}: {e}") from None
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """``im`` as RGB, transparency composited on white."""
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        out = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        out.alpha_composite(rgba)
-        return out.convert("RGB")
-    return im.convert("RGB")
+    return open_image(io.BytesIO(data), where)
 
 
 def skipped_pair(id: str, reason: str, ref: str, detail: str = "") -> Pair:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load
 
-from .._util import MonoscopeError, atomic_write, read_json, versions, write_json
+from .._util import MonoscopeError, read_json, versions, write_json
+from ..integrity import save_safetensors
+from ..locks import refuse_if_being_written
 
 FORMAT_VERSION = 1
 KINDS: dict[str, type[FeatureMap]] = {}
@@ -73,13 +77,14 @@ class FeatureMap(torch.nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(path / "model.safetensors", lambda p: save_file(tensors, str(p)))
+        weights_sha256 = save_safetensors(path / "model.safetensors", tensors)
         config = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "dim": self.dim,
             "n_features": self.n_features,
             "hparams": self.hparams(),
+            "weights_sha256": weights_sha256,
             "versions": versions(),
             **(extra or {}),
         }
@@ -87,20 +92,38 @@ class FeatureMap(torch.nn.Module):
         return path
 
 
-def load_featuremap(path: str | Path, device: str = "cpu") -> FeatureMap:
-    """Load a feature map saved with :meth:`FeatureMap.save`."""
+def load_featuremap(path: str | Path, device: str = "cpu", verify: bool = True) -> FeatureMap:
+    """Load a feature map saved with :meth:`FeatureMap.save`; with ``verify``, its weights must
+    match the ``weights_sha256`` recorded in config.json, when there is one."""
     from . import center, identity, ncl, sae  # noqa: F401  (register the built-in kinds)
 
     path = Path(path)
+    refuse_if_being_written(path, "feature map")
     if not (path / "config.json").is_file():
         raise MonoscopeError(f"{path}: not a feature map (no config.json)")
     config = read_json(path / "config.json")
-    kind = config.get("kind")
+    kind = config.get("kind") if isinstance(config, dict) else None
     if kind not in KINDS:
         raise MonoscopeError(f"{path}: unknown feature map kind {kind!r}; known: {sorted(KINDS)}")
-    fmap = KINDS[kind](**config["hparams"])
+    if not isinstance(config.get("hparams"), dict):
+        raise MonoscopeError(f"{path}/config.json: no 'hparams' object (damaged?)")
+    try:
+        fmap = KINDS[kind](**config["hparams"])
+    except (TypeError, ValueError) as e:
+        raise MonoscopeError(f"{path}/config.json: hparams do not build a {kind} ({e})") from None
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise MonoscopeError(f"{path}: model.safetensors is missing")
-    fmap.load_state_dict(load_file(str(weights)))
+    try:  # read once: deserialised, then checked against the recorded digest
+        data = weights.read_bytes()
+        fmap.load_state_dict(load(data))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MonoscopeError(f"{weights}: does not load ({first})") from None
+    recorded = config.get("weights_sha256")
+    if verify and recorded and hashlib.sha256(data).hexdigest() != recorded:
+        raise MonoscopeError(
+            f"{weights}: checksum differs from config.json (changed on disk since it was "
+            "saved); retrain it (monoscope train ... --overwrite)"
+        )
     return fmap.to(device).eval()

@@ -37,19 +37,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .._util import (
     MonoscopeError,
-    atomic_write,
     join_process_group,
     read_json,
     resolve_device,
     seed_everything,
     versions,
     write_json,
+    write_text,
 )
+from ..integrity import append_line, check_finished, save_safetensors
+from ..locks import locked
+from ..outputs import prepare_out
 from ..store import Store
 from .base import KINDS, FeatureMap
 from .center import center_featuremap
@@ -377,7 +380,7 @@ def _save_checkpoint(
     }
     tensors["torch_rng"] = torch.get_rng_state()
     tensors["since"] = since.cpu()
-    atomic_write(step_dir / "optimizer.safetensors", lambda p: save_file(tensors, str(p)))
+    save_safetensors(step_dir / "optimizer.safetensors", tensors)
     write_json(step_dir / "trainer_state.json", {**state, "param_groups": sd["param_groups"]})
     write_json(ckdir / "latest.json", {"step": state["step"], "dir": step_dir.name})
     for old in ckdir.glob("step-*"):
@@ -396,6 +399,12 @@ def _load_checkpoint(
     state = read_json(step_dir / "trainer_state.json")
     for key, value in settings.items():
         if json.loads(json.dumps(state["settings"].get(key))) != json.loads(json.dumps(value)):
+            if key == "store":
+                raise MonoscopeError(
+                    f"{ckdir.parent}: cannot resume: the store changed since the interrupted run "
+                    "(another path, count or fingerprint: re-embedded?); start over with "
+                    "--overwrite"
+                )
             raise MonoscopeError(
                 f"{ckdir.parent}: cannot resume: '{key}' differs from the interrupted run "
                 f"({state['settings'].get(key)!r} != {value!r})"
@@ -412,8 +421,17 @@ def _load_checkpoint(
     return state, tensors["since"].to(device)
 
 
+def _log_step(line: str) -> float:
+    """The step of a train_log.jsonl line; inf for a torn or blank line (dropped on resume)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> bool:
     """Check/clean the output directory; True if it already holds a finished run to keep."""
+    prepare_out(out, "featuremap", overwrite)
     finished = (out / "config.json").is_file() and (out / "metrics.json").is_file()
     if overwrite:
         for name in _OUTPUTS:
@@ -431,6 +449,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
+@locked()
 def train_featuremap(
     store: Store | str | Path,
     method: str,
@@ -494,12 +513,14 @@ def train_featuremap(
     )
     model = center_featuremap(model, store, center)
     if ddp.first(lambda: _prepare_out(out, resume, overwrite)):
+        check_finished(out, method, model.hparams(), store)
         return out
     store_ref = {
         "path": str(store.path.resolve()),
         "count": store.count,
         "dim": store.dim,
         "model": store.manifest.get("model"),
+        "fingerprint": store.manifest.get("fingerprint"),
     }
     if isinstance(getattr(model, "inner", model), IdentityMap):
 
@@ -560,8 +581,8 @@ def train_featuremap(
         log = _LogAccumulator(state["log_sums"], state["log_count"])
         if ddp.rank == 0:
             lines = log_path.read_text().splitlines() if log_path.exists() else []
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
-            log_path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in lines if _log_step(ln) <= start]
+            write_text(log_path, "".join(ln + "\n" for ln in kept))
     else:
         init = []
         for batch in stream.epoch(0):
@@ -588,7 +609,7 @@ def train_featuremap(
     )
     gathered = _GatheredPreActs(model, ddp, ddp.world > 1 and mode == "paired")
     log_target = log_path if ddp.rank == 0 else os.devnull
-    with open(log_target, "a", encoding="utf-8") as log_file:
+    with open(log_target, "ab", buffering=0) as log_file:
         for step in range(start, total):
             batch = _to_torch(ddp.shard(next(batches)), device)
             lr_now = _lr_at(step, total, base_lr)
@@ -626,8 +647,7 @@ def train_featuremap(
                     **log.pop(),
                     "dead_fraction": float((since >= window).float().mean()),
                 }
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+                append_line(log_file, json.dumps(record), log_path)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}",
                     l0=f"{record['l0']:.1f}",

@@ -33,6 +33,7 @@ from PIL import Image
 
 from .._util import MonoscopeError, read_json, write_text
 from ..data import load_image_ref
+from ..integrity import check_analysis_current, check_pairs_file
 from . import plots
 from .histograms import Histograms, activation_histograms
 from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
@@ -174,7 +175,13 @@ def _read_pairs(path: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
             if i in rows:
-                out[i] = json.loads(line)
+                try:
+                    out[i] = json.loads(line)
+                except ValueError:
+                    raise MonoscopeError(
+                        f"{path}: line {i + 1} is not a pair record (damaged? see monoscope "
+                        "doctor --verify)"
+                    ) from None
                 if len(out) == len(rows):
                     break
             if i >= last:
@@ -617,6 +624,7 @@ def render_report(
     """
     t0 = time.perf_counter()
     analysis_dir, out = Path(analysis_dir), Path(out)
+    check_analysis_current(analysis_dir)  # refuses an analysis whose store changed since
     summary = read_json(analysis_dir / "summary.json")
     features = read_features(analysis_dir / "features.csv")
     top = _load_top(analysis_dir / "top")
@@ -640,6 +648,7 @@ def render_report(
     store = summary.get("store")
     pairs_path = Path(store) / "pairs.jsonl" if store else None
     if pairs_path is not None and pairs_path.is_file():
+        check_pairs_file(pairs_path.parent)  # captions must be the ones the analysis saw
         pairs = _read_pairs(pairs_path, rows)
     else:
         pairs = {}
@@ -667,6 +676,11 @@ def render_report(
         analysis_dir, ablation, compare, studies, discover, notices
     )
     abl = read_optional_json(abl_path, notices)
+    if abl and (abl.get("settings") or {}).get("inputs", summary.get("inputs")) != summary.get(
+        "inputs"
+    ):
+        notices.append(f"{abl_path}: made from other inputs than this analysis; left out.")
+        abl = None
     cmp_ = read_optional_json(cmp_path, notices)
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
     extras = rating_context(analysis_dir, chosen, explorer, summary, agree, discover, notices)

@@ -22,6 +22,8 @@ from ..data import BadRecord, load_image_ref
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..encoders.pocket import fit_square
 from ..featuremaps import FeatureMap, load_featuremap
+from ..integrity import check_analysis_matches
+from ..outputs import refuse_artefact_out
 from ..store import Store
 
 __all__ = ["GROUPS", "unit_rows"]
@@ -77,6 +79,7 @@ def open_inputs(
 ) -> StudyInputs:
     """Open a study's inputs; ``analysis=None`` computes one into ``out/analysis``."""
     device = resolve_device(device)
+    refuse_artefact_out(Path(out), "study")
     store = store if isinstance(store, Store) else Store(store)
     fmap = featuremap if isinstance(featuremap, FeatureMap) else load_featuremap(featuremap, device)
     fmap = fmap.to(device).eval()
@@ -91,6 +94,9 @@ def open_inputs(
     table = Path(analysis) / "features.csv"
     if not table.is_file():
         raise MonoscopeError(f"{analysis}: not an analysis (no features.csv)")
+    check_analysis_matches(
+        Path(analysis), store, None if isinstance(featuremap, FeatureMap) else Path(featuremap)
+    )
     groups = read_feature_table(table)["group"].astype(str)
     if len(groups) != fmap.n_features:
         raise MonoscopeError(

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .. import cli_types as T
 from .._util import read_json
 from .defaults import ALPHAS, EPSILONS, GENDER_TEMPLATES, OBJECTIVES
 
@@ -42,8 +43,8 @@ def _inputs(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N], mps or auto")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", type=T.device, help="cpu, cuda[:N], mps or auto")
+    p.add_argument("--seed", type=T.seed, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -70,11 +71,20 @@ def _add_gender(sub: Any) -> None:
         help="labels shared by counterfactual pairs (generic data: one 'pair' label)",
     )
     p.add_argument("--role-key", default="base", help="label grouping neutral images into roles")
-    p.add_argument("--fdr", type=float, default=0.05, help="BH false discovery rate")
-    p.add_argument("--min-effect", type=float, default=0.2, help="minimum |d_z| of a feature")
-    p.add_argument("--permutations", type=int, default=2000, help="sign-flip permutations")
-    p.add_argument("--control-seeds", type=int, default=5, help="random same-size controls")
-    p.add_argument("--top-roles", type=int, default=12, help="rows of the skewed-roles table")
+    p.add_argument(
+        "--fdr",
+        type=T.number(0.0, strict=True, high=1.0),
+        default=0.05,
+        help="BH false discovery rate",
+    )
+    p.add_argument(
+        "--min-effect", type=T.non_negative_float, default=0.2, help="minimum |d_z| of a feature"
+    )
+    p.add_argument("--permutations", type=T.positive, default=2000, help="sign-flip permutations")
+    p.add_argument("--control-seeds", type=T.positive, default=5, help="random same-size controls")
+    p.add_argument(
+        "--top-roles", type=T.positive, default=12, help="rows of the skewed-roles table"
+    )
     p.set_defaults(run=_run_gender)
 
 
@@ -115,10 +125,14 @@ def _add_adversarial(sub: Any) -> None:
         help="class prompt template with {} (repeatable); the set of monoscope ablate if omitted",
     )
     p.add_argument("--label-key", default="subgroup", help="label used as zero-shot classes")
-    p.add_argument("--n-images", type=int, default=256, help="images attacked")
-    p.add_argument("--eps", nargs="+", type=float, default=list(EPSILONS), help="L-inf, x 1/255")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps")
-    p.add_argument("--step-size", type=float, help="x 1/255; 2.5 * eps / steps if omitted")
+    p.add_argument("--n-images", type=T.positive, default=256, help="images attacked")
+    p.add_argument(
+        "--eps", nargs="+", type=T.non_negative_float, default=list(EPSILONS), help="L-inf, x 1/255"
+    )
+    p.add_argument("--steps", type=T.positive, default=10, help="PGD steps")
+    p.add_argument(
+        "--step-size", type=T.positive_float, help="x 1/255; 2.5 * eps / steps if omitted"
+    )
     p.add_argument(
         "--objectives",
         nargs="+",
@@ -126,13 +140,17 @@ def _add_adversarial(sub: Any) -> None:
         choices=OBJECTIVES,
         help="attacked tasks (zeroshot, matching); defences train on the first",
     )
-    p.add_argument("--group-eps", type=float, default=4.0, help="eps of group-targeted attacks")
+    p.add_argument(
+        "--group-eps", type=T.non_negative_float, default=4.0, help="eps of group-targeted attacks"
+    )
     p.add_argument(
         "--adapter-rank", type=int, default=0, help="low-rank MLP in the adapter (0: affine only)"
     )
-    p.add_argument("--adapter-steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--examples", type=int, default=6, help="images in the examples figure")
+    p.add_argument("--adapter-steps", type=T.non_negative, default=300)
+    p.add_argument("--batch-size", type=T.positive, default=128)
+    p.add_argument(
+        "--examples", type=T.non_negative, default=6, help="images in the examples figure"
+    )
     p.set_defaults(run=_run_adversarial)
 
 
@@ -170,26 +188,28 @@ def _add_steer(sub: Any) -> None:
     _inputs(p)
     p.add_argument("--concept", default="woman", help="concept prompt, e.g. woman, red, cat")
     p.add_argument("--modality", default="image", choices=("image", "text"), help="edited side")
-    p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS), help="strengths")
-    p.add_argument("--sources", type=int, default=64, help="source embeddings edited")
+    p.add_argument(
+        "--alphas", nargs="+", type=T.finite_float, default=list(ALPHAS), help="strengths"
+    )
+    p.add_argument("--sources", type=T.positive, default=64, help="source embeddings edited")
     p.add_argument(
         "--concept-images",
         type=int,
         default=16,
         help="gallery images nearest the prompt averaged into the concept (0: prompt only)",
     )
-    p.add_argument("--examples", type=int, default=2, help="sources rendered as grids")
-    p.add_argument("--max-gallery", type=int, default=20000, help="gallery size cap")
+    p.add_argument("--examples", type=T.non_negative, default=2, help="sources rendered as grids")
+    p.add_argument("--max-gallery", type=T.positive, default=20000, help="gallery size cap")
     p.add_argument(
         "--decoder",
         type=Path,
         help="decoder dir; trained into (or reused from) OUT/decoder if omitted",
     )
     p.add_argument("--no-decoder", action="store_true", help="skip decoder renders")
-    p.add_argument("--decoder-epochs", type=int, default=15, help="when training one here")
+    p.add_argument("--decoder-epochs", type=T.positive, default=15, help="when training one here")
     p.add_argument("--unclip", help="diffusers Stable unCLIP img2img pipeline id or dir")
-    p.add_argument("--unclip-steps", type=int, default=20)
-    p.add_argument("--unclip-norm", type=float, help="rescale embeddings to this norm")
+    p.add_argument("--unclip-steps", type=T.positive, default=20)
+    p.add_argument("--unclip-norm", type=T.positive_float, help="rescale embeddings to this norm")
     p.set_defaults(run=_run_steer)
 
 
@@ -227,13 +247,17 @@ def _add_decoder_train(sub: Any) -> None:
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="decoder directory")
     p.add_argument("--size", type=int, default=32, choices=(32, 64), help="output pixels")
-    p.add_argument("--width", type=int, default=128, help="channels at 4x4")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--noise", type=float, default=0.05, help="input-embedding noise (x RMS)")
-    p.add_argument("--edge-weight", type=float, default=0.5, help="image-gradient L1 weight")
-    p.add_argument("--max-images", type=int, default=20000)
+    p.add_argument("--width", type=T.positive, default=128, help="channels at 4x4")
+    p.add_argument("--epochs", type=T.positive, default=15)
+    p.add_argument("--batch-size", type=T.positive, default=128)
+    p.add_argument("--lr", type=T.positive_float, default=2e-3)
+    p.add_argument(
+        "--noise", type=T.non_negative_float, default=0.05, help="input-embedding noise (x RMS)"
+    )
+    p.add_argument(
+        "--edge-weight", type=T.non_negative_float, default=0.5, help="image-gradient L1 weight"
+    )
+    p.add_argument("--max-images", type=T.positive, default=20000)
     _common(p)
     p.set_defaults(run=_run_decoder_train)
 
