@@ -58,7 +58,7 @@ def train(store: Path, out: Path, *more: str) -> int:
 
 def analyze(store: Path, fmap: Path, out: Path, *more: str) -> int:
     args = ["analyze", "--store", str(store), "--featuremap", str(fmap), "--out", str(out)]
-    return main(args + ["--bootstrap", "0", *more, *QUIET])
+    return main(args + [*more, *QUIET])
 
 
 @pytest.fixture(scope="module")
@@ -851,7 +851,7 @@ def test_the_python_api_locks_its_output_too(run, tmp_path, holder) -> None:
 
     p = holder(tmp_path / "a")
     with pytest.raises(MonoscopeError, match=f"PID {p.pid}"):
-        analyze_api(run["store"], run["fmap"], tmp_path / "a", bootstrap=0, progress=False)
+        analyze_api(run["store"], run["fmap"], tmp_path / "a", progress=False)
     with pytest.raises(MonoscopeError, match=f"PID {p.pid}"):
         make_store(tmp_path / "a")
 
