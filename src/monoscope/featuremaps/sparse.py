@@ -4,13 +4,18 @@ With k of K latents active per sample, five of a dense training step's six GEMMs
 code matrix that is almost all zeros. Here only the pre-activation GEMM ``x~ W_enc + b_enc``
 stays dense (TopK needs every pre-activation); then, for the n selected (row, latent) entries:
 
-- decoder forward: ``x^[b] = sum_j v_j W_dec[c_j]``, an ``F.embedding_bag`` over the rows of
-  W_dec. Its built-in backward (``torch`` is well kept and tested here) is already sparse: the
-  code gradient is one dot product per entry, the decoder gradient touches the selected rows only.
+- decoder (:class:`_Decode`): ``x^[b] = sum_j v_j W_dec[c_j]``, an ``F.embedding_bag`` over
+  the rows of W_dec; backward: the code gradient is one dot product per entry (torch's own
+  per-sample-weight kernel), the decoder gradient an ``embedding_bag`` over the output
+  gradients of each latent's entries, so only the selected rows get gradient.
 - encoder backward (:class:`_GatherPre`): the gradient of the gathered pre-activations goes to
   b_enc by ``index_add``, to W_enc by an ``embedding_bag`` over the inputs of each latent's
-  entries (sorted by latent) and to x~ by an ``embedding_bag`` over the columns of W_enc, i.e.
-  O(n d) instead of the O(B K d) of the dense path.
+  entries and to x~ by an ``embedding_bag`` over the columns of W_enc.
+
+All of it is O(n d) instead of the O(B K d) of the dense path. Both backward passes share one
+ordering of the entries by latent (:meth:`ActiveSet.by_latent`), sorted on one CPU thread:
+torch's parallel sort of ~10^5 keys takes ~1 ms alone but can take hundreds of ms when the
+cores are oversubscribed, and the single-threaded one does not (benchmarks/README.md).
 
 :func:`use_sparse` is the rule the ``auto`` setting follows (docs/featuremaps.md).
 """
@@ -18,6 +23,7 @@ stays dense (TopK needs every pre-activation); then, for the n selected (row, la
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -66,6 +72,21 @@ class ActiveSet:
         counts = torch.bincount(rows, minlength=b)
         return cls(rows, cols, torch.cumsum(counts, 0) - counts, latents)
 
+    @cached_property
+    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, offsets): the entries ``order`` sorted by latent, ``offsets`` (K,) the first
+        position of each latent in that order."""
+        if self.cols.device.type == "cpu" and (threads := torch.get_num_threads()) > 1:
+            torch.set_num_threads(1)
+            try:
+                order = torch.argsort(self.cols)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            order = torch.argsort(self.cols)
+        counts = torch.bincount(self.cols, minlength=self.latents)
+        return order, torch.cumsum(counts, 0) - counts
+
     def subset(self, keep: torch.Tensor) -> ActiveSet:
         """The entries where the (n,) mask ``keep`` is true (order kept)."""
         return self._from_rows(self.rows[keep], self.cols[keep], len(self.offsets), self.latents)
@@ -113,14 +134,9 @@ class _GatherPre(torch.autograd.Function):
                 a.cols, w_enc.t().contiguous(), a.offsets, mode="sum", per_sample_weights=g
             )
         if ctx.needs_input_grad[3]:
-            order = torch.argsort(a.cols)
-            counts = torch.bincount(a.cols, minlength=a.latents)
+            order, offsets = a.by_latent
             grad_w = F.embedding_bag(
-                a.rows[order],
-                xs.detach(),
-                torch.cumsum(counts, 0) - counts,
-                mode="sum",
-                per_sample_weights=g[order],
+                a.rows[order], xs.detach(), offsets, mode="sum", per_sample_weights=g[order]
             ).t()
         if ctx.needs_input_grad[4]:
             grad_b = torch.zeros(a.latents, dtype=g.dtype, device=g.device).index_add_(0, a.cols, g)
