@@ -44,8 +44,11 @@ WORDS = [
 # fmt: on
 
 
-def make_model(path: Path) -> Path:
-    """Save a random ViT-B/32 CLIP with a tokenizer that merges most WORDS into one token."""
+def make_model(
+    path: Path, vision: dict | None = None, text: dict | None = None, projection_dim: int = 512
+) -> Path:
+    """Save a random CLIP (default: ViT-B/32; ``vision``/``text`` override the tower configs)
+    with a tokenizer that merges most WORDS into one token."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab |= {c + "</w>": i + len(alphabet) for i, c in enumerate(alphabet)}
@@ -63,10 +66,18 @@ def make_model(path: Path) -> Path:
         vocab[tok] = len(vocab)
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    config = CLIPConfig(text_config={**ids, "pad_token_id": tok.pad_token_id})
+    config = CLIPConfig(
+        text_config={**(text or {}), **ids, "pad_token_id": tok.pad_token_id},
+        vision_config=vision or {},
+        projection_dim=projection_dim,
+    )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(path)
-    CLIPProcessor(CLIPImageProcessor(), tok).save_pretrained(path)
+    side = config.vision_config.image_size
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+    )
+    CLIPProcessor(processor, tok).save_pretrained(path)
     return path
 
 
