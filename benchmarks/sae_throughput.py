@@ -24,6 +24,11 @@ Quality: every contender trains a fresh SAE with its library's default learning 
 latents that fire on no held-out row are measured the same way for all.
 
     python benchmarks/sae_throughput.py [--rounds 5] [--quality-steps 64] [--json OUT]
+    python benchmarks/sae_throughput.py --crossover   # sparse / dense step time against K / k
+
+``--crossover`` times monoscope's dense and sparse ``sae-topk`` steps in this process at
+k 32 and K in 64..8192 (d 512, batch 4,096, interleaved rounds, medians): the measurement
+behind the CPU value of ``monoscope.featuremaps.sparse.SPARSE_FROM_RATIO``.
 """
 
 from __future__ import annotations
@@ -119,6 +124,40 @@ class Worker:
             self.proc.wait()
 
 
+def crossover(rounds: int, latents=(64, 128, 256, 512, 1024, 8192), k: int = 32) -> dict:
+    from monoscope.featuremaps.sae import TopKSAE
+
+    x = torch.randn(CONFIG["batch"], CONFIG["d"])
+    out = {}
+    for n_lat in latents:
+        steps = {}
+        for decoder in ("dense", "sparse"):
+            sae = TopKSAE(CONFIG["d"], n_lat, k=k, decoder=decoder)
+            sae.init_from_data({"x": x}, torch.Generator().manual_seed(0))
+            opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+
+            def step(sae=sae, opt=opt) -> None:
+                loss, _ = sae.train_loss({"x": x})
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                sae.constrain_grads()
+                opt.step()
+                sae.constrain_params()
+
+            step()
+            steps[decoder] = step
+        times: dict[str, list[float]] = {"dense": [], "sparse": []}
+        for _ in range(rounds):
+            for name, step in steps.items():
+                t = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - t)
+        ratio = statistics.median(times["dense"]) / statistics.median(times["sparse"])
+        out[f"K/k={n_lat // k}"] = {"latents": n_lat, "sparse_speedup": ratio}
+        print(json.dumps(out[f"K/k={n_lat // k}"]), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -127,9 +166,20 @@ def main() -> None:
     parser.add_argument("--quality-steps", type=int, default=64, help="0: skip quality")
     parser.add_argument("--atoms", type=int, default=4096)
     parser.add_argument("--only", nargs="*", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--crossover", action="store_true", help="only the dense/sparse rule")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.crossover:
+        result = {
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "k": 32,
+            "crossover": crossover(args.rounds),
+        }
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return
     cfg = {**CONFIG, "threads": args.threads}
     workers = [Worker(name, ENVS[name], cfg) for name in args.only]
     live = [w for w in workers if w.error is None]

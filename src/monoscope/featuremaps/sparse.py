@@ -29,8 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# Latents per active latent (K / k) from which the sparse kernels beat the dense ones, measured
-# with benchmarks/sae_crossover.py (CPU) and benchmarks/gpu.py (CUDA); see docs/featuremaps.md.
+# Latents per active latent (K / k) from which the sparse kernels beat the dense ones: CPU
+# measured by `benchmarks/sae_throughput.py --crossover`; CUDA not measured yet (a conservative
+# guess; `benchmarks/gpu.py` times both paths). See docs/featuremaps.md.
 SPARSE_FROM_RATIO = {"cpu": 8, "cuda": 32}
 
 
