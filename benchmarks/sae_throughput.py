@@ -6,11 +6,12 @@ process. Contenders: monoscope's ``sae-topk`` with the dense and the sparse deco
 EleutherAI sparsify and overcomplete, each a worker process (benchmarks/sae_peer_worker.py) in
 the environment where its library installs; the peers' environments are separate so that each
 gets ``torch==2.13.0`` on the same pip line (overcomplete needs torchvision, which does not load
-beside the CPU torch wheel, so its environment has torch 2.14.1 + torchvision 0.29.1):
+beside the CPU torch wheel, so its environment has torch 2.14.1 + torchvision 0.29.1, and
+overcomplete 0.3.0 calls ``plt.cm.get_cmap``, gone from matplotlib 3.9 on):
 
     python -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 sae-lens eai-sparsify
     python -m venv .venv-overcomplete && .venv-overcomplete/bin/pip install torch==2.14.1 \\
-        torchvision==0.29.1 overcomplete
+        torchvision==0.29.1 overcomplete "matplotlib<3.9"
 
 Throughput: all workers are started first and wait; then each round times ``--reps`` steps of
 every contender in turn (the order rotates from round to round) and one fp32 4096^2 matmul in
