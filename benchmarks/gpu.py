@@ -339,6 +339,8 @@ def ddp_child(args: list[str]) -> None:
 
 def bench_ddp(device: str, size: dict, tmp: Path) -> dict:
     """The same training in two fresh processes: under torchrun and plain."""
+    import torch
+
     sae = size["sae"]
     opts = {
         "latents": sae["latents"],
@@ -348,13 +350,15 @@ def bench_ddp(device: str, size: dict, tmp: Path) -> dict:
         "checkpoint_every": 0,
         "overwrite": True,
     }
+    threads = torch.get_num_threads()
     seconds = {}
     for launcher in ("torchrun", "plain"):
         args = [str(tmp / "astore"), str(tmp / launcher), device, json.dumps(opts)]
         cmd = [sys.executable, __file__, "--ddp-child", *args]
         if launcher == "torchrun":
             cmd[1:1] = ["-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torchrun would set 1
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         if proc.returncode:
             return {"error": f"{launcher}: " + (proc.stderr.strip().splitlines() or ["?"])[-1]}
         seconds[launcher] = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
