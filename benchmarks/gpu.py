@@ -15,8 +15,9 @@ Sections:
    (12 B d K per step) as a fraction of the fp32 and the bf16 peak, and sparse / dense.
 4. **analysis**: ``monoscope.api.analyze`` (defaults: 200 bootstrap replicates, ...) at 32,768
    features on a synthetic store; pairs/s and the encoder GEMMs' share of the fp32 peak.
-5. **ddp**: ``train_featuremap`` under ``torchrun --nproc_per_node=1`` (NCCL on CUDA, gloo on
-   CPU) vs the same call in this process; ratio of the training times.
+5. **ddp**: ``train_featuremap`` under ``torchrun --nproc_per_node=1``, which forms a process
+   group even with one process and runs every collective (NCCL on CUDA, gloo on CPU), vs the
+   same call in a plain process; ratio of the training times.
 
 Missing Python packages are installed first from the wheels in ``.whl/`` (ignored by git;
 ``--fetch-wheels`` downloads them on a machine that reaches a registry), never from a network.
@@ -364,7 +365,6 @@ def bench_ddp(device: str, size: dict, tmp: Path) -> dict:
         seconds[launcher] = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
     return {
         "backend": "nccl" if device.startswith("cuda") else "gloo",
-        "note": "world size 1: train_featuremap forms no process group, so no collectives run",
         "torchrun_seconds": seconds["torchrun"],
         "plain_seconds": seconds["plain"],
         "plain_over_torchrun": seconds["plain"] / seconds["torchrun"],
