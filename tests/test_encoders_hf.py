@@ -349,3 +349,25 @@ def test_parse_dtype():
     assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype(torch.float16) is torch.float16
     with pytest.raises(MonoscopeError, match="dtype"):
         parse_dtype("float8")
+
+
+def test_embed_preprocesses_in_the_workers_and_matches_encode_images(clip, tmp_path):
+    from conftest import ListSource, colour_image
+    from monoscope.embed import embed
+    from monoscope.encoders.hf import ImageBatch
+    from monoscope.store import Store
+
+    images = [colour_image(i) for i in range(5)]
+    batch = clip.image_preprocessor()(images)
+    assert isinstance(batch, ImageBatch) and batch.size == 5
+    torch.testing.assert_close(clip.encode_images(batch), clip.encode_images(images))
+    assert clip.encode_images(clip.image_preprocessor()([])).shape == (0, 16)
+    source = ListSource(21, bad={3: "corrupt image"})
+    opts = {"shard_size": 8, "batch_size": 4, "device": "cpu", "progress": False}
+    a, b = (Store(embed(clip, source, tmp_path / f"w{w}", workers=w, **opts)) for w in (0, 2))
+    assert a.count == b.count == 20
+    for modality in ("image", "text"):
+        np.testing.assert_array_equal(a.load(modality), b.load(modality))
+    expect = clip.encode_images([colour_image(i) for i in range(21) if i != 3]).numpy()
+    expect /= np.linalg.norm(expect, axis=1, keepdims=True)
+    np.testing.assert_allclose(a.load("image"), expect, rtol=1e-4, atol=1e-5)

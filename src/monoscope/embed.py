@@ -1,9 +1,11 @@
 """The embed stage: run a dual encoder over a pair source into a store.
 
 Images are decoded in DataLoader worker processes (``workers``), overlapped with the model's
-forward pass. The source is cut into shards of ``shard_size`` records; under ``torchrun`` (or
-any launcher that sets ``RANK``/``WORLD_SIZE``) every rank embeds the shards b with
-b % world == rank into the same store directory, and rank 0 merges them at the end, so the
+forward pass; an encoder with an ``image_preprocessor`` (Hugging Face models) has its images
+resized and normalised there too, so the main process only tokenises and runs the model.
+The source is cut into shards of ``shard_size`` records; under ``torchrun`` (or any launcher
+that sets ``RANK``/``WORLD_SIZE``) every rank embeds the shards b with b % world == rank
+into the same store directory, and rank 0 merges them at the end, so the
 result is the same store, row for row, as a single-process run.
 """
 
@@ -75,7 +77,8 @@ def embed(
         _barrier(world)
     if writer.complete:
         return writer.path
-    chunks = _Chunks(source, writer, batch_size, max_pixels)
+    prep = getattr(encoder, "image_preprocessor", None)
+    chunks = _Chunks(source, writer, batch_size, max_pixels, prep() if prep else None)
     loader = DataLoader(
         chunks,
         batch_size=None,
@@ -94,7 +97,7 @@ def embed(
     current, rows_img, rows_txt, kept, skipped = -1, [], [], [], Counter()
     records = 0
     with torch.inference_mode():
-        for shard, end, items in loader:
+        for shard, end, items, pixels in loader:
             if shard == _END:
                 records = end
                 continue
@@ -109,7 +112,9 @@ def embed(
                 else:
                     skipped[reason] += 1
             if good:
-                img = _as_numpy(encoder.encode_images([im for _, im in good]))
+                img = _as_numpy(
+                    encoder.encode_images([im for _, im in good] if pixels is None else pixels)
+                )
                 txt = _as_numpy(encoder.encode_texts([p["caption"] for p, _ in good]))
                 _check_dims(img, txt, encoder.dim)
                 ok = np.isfinite(img).all(1) & np.isfinite(txt).all(1)
@@ -137,18 +142,27 @@ _END = -1
 
 
 class _Chunks(IterableDataset):
-    """Yields ``(shard, end, [(record, image | None, skip reason | None), ...])`` per chunk of
-    up to ``batch_size`` records of this rank's uncommitted shards, in source order, then
-    ``(_END, number of records in the source, [])``. Chunks never cross shard boundaries;
-    DataLoader worker w decodes the chunks c with c % workers == w, and the loader returns them
-    in order."""
+    """Yields ``(shard, end, [(record, image | None, skip reason | None), ...], pixels)`` per
+    chunk of up to ``batch_size`` records of this rank's uncommitted shards, in source order,
+    then ``(_END, number of records in the source, [], None)``. With a ``preprocess`` callable,
+    ``pixels`` is its output on the chunk's good images (which are then dropped from the
+    records); otherwise None. Chunks never cross shard boundaries; DataLoader worker w decodes
+    the chunks c with c % workers == w, and the loader returns them in order."""
 
-    def __init__(self, source: PairSource, writer: StoreWriter, batch_size: int, max_pixels: int):
+    def __init__(
+        self,
+        source: PairSource,
+        writer: StoreWriter,
+        batch_size: int,
+        max_pixels: int,
+        preprocess: Any = None,
+    ):
         self.source, self.writer, self.batch_size = source, writer, batch_size
+        self.preprocess = preprocess
         self.shard_size = writer.header["shard_size"]
         self.max_pixels = max_pixels
 
-    def __iter__(self) -> Iterator[tuple[int, int, list[tuple[dict, Any, str | None]]]]:
+    def __iter__(self) -> Iterator[tuple[int, int, list[tuple[dict, Any, str | None]], Any]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         set_max_pixels(self.max_pixels)  # in this (worker) process
@@ -167,11 +181,18 @@ class _Chunks(IterableDataset):
             if not chunk:
                 break
             if chunk_index % nw == wid:
-                yield shard, position + len(chunk), [_decode(p) for p in chunk]
+                yield shard, position + len(chunk), *self._prepare(chunk)
             chunk_index += 1
             position += len(chunk)
         if wid == 0:
-            yield _END, position, []  # where the source ended, for the manifest
+            yield _END, position, [], None  # where the source ended, for the manifest
+
+    def _prepare(self, chunk: list[Pair]) -> tuple[list[tuple[dict, Any, str | None]], Any]:
+        items = [_decode(p) for p in chunk]
+        if self.preprocess is None:
+            return items, None
+        pixels = self.preprocess([im for _, im, reason in items if reason is None])
+        return [(rec, None, reason) for rec, _, reason in items], pixels
 
 
 def _decode(pair: Pair) -> tuple[dict[str, Any], Any, str | None]:

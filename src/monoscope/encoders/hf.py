@@ -218,14 +218,20 @@ class HFEncoder:
         return projected(self.model.get_text_features(**inputs)).float()
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(B, dim) float32 projected image embeddings of RGB images."""
-        images = [_rgb(im) for im in images]
-        if not images:
+    def encode_images(self, images: Sequence[Image.Image] | ImageBatch) -> torch.Tensor:
+        """(B, dim) float32 projected image embeddings of RGB images (or of the output of
+        :meth:`image_preprocessor` on them)."""
+        if not isinstance(images, ImageBatch):
+            images = _Preprocess(self.image_processor)(images)
+        if images.size == 0:
             return torch.empty(0, self.dim)
-        batch = self.image_processor(images=images, return_tensors="pt")
-        inputs = {k: self._to_model(v) for k, v in batch.items()}
+        inputs = {k: self._to_model(v) for k, v in images.items()}
         return projected(self.model.get_image_features(**inputs)).float()
+
+    def image_preprocessor(self) -> _Preprocess:
+        """A picklable callable: RGB images -> the model inputs ``encode_images`` accepts.
+        ``embed`` runs it in its data-loading workers, next to the decoding."""
+        return _Preprocess(self.image_processor)
 
     def image_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, 3, H, W) float32 in [0, 1]: the processor's resize and crop, not normalised."""
@@ -258,6 +264,25 @@ class HFEncoder:
         if torch.is_floating_point(v):
             return v.to(self.device, self.model.dtype)
         return v.to(self.device)
+
+
+class ImageBatch(dict):
+    """Model inputs made by an image processor (tensors by name); ``size``: the images."""
+
+    size: int = 0
+
+
+class _Preprocess:
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, images: Sequence[Image.Image]) -> ImageBatch:
+        images = [_rgb(im) for im in images]
+        batch = ImageBatch()
+        if images:
+            batch.update(self.image_processor(images=images, return_tensors="pt"))
+        batch.size = len(images)
+        return batch
 
 
 def _rgb(im: Image.Image) -> Image.Image:

@@ -17,6 +17,12 @@ Training protocol (used by :mod:`monoscope.featuremaps.train`): ``init_from_data
 ``constrain_params`` keep decoder rows unit norm around each optimiser step; ``finalize`` runs
 once after training. ``dead`` is the trainer's mask of latents silent for its dead window; the
 TopK family spends it on the AuxK loss.
+
+The TopK family can also train on sparse codes (:mod:`monoscope.featuremaps.sparse`): only the
+pre-activation GEMM stays dense, the decoder is an ``embedding_bag`` over the selected rows and
+the encoder backward gathers and scatters over the selected columns. ``decoder`` chooses
+("auto", "dense", "sparse"; see :func:`~monoscope.featuremaps.sparse.use_sparse`); both paths
+compute the same loss and gradients to float tolerance and save the same checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
+from .sparse import ActiveSet, decode_active, gather_pre, use_sparse
 
 Batch = Mapping[str, torch.Tensor]
 Stats = dict[str, torch.Tensor]
@@ -220,7 +227,15 @@ class ReLUSAE(SparseAutoencoder):
 
 class _TopKFamily(SparseAutoencoder):
     """AuxK (Gao et al. 2024): the ``aux_k`` largest pre-activations of dead latents reconstruct
-    the detached residual; loss += aux_coef * ||e - e^||^2 / ||e||^2."""
+    the detached residual; loss += aux_coef * ||e - e^||^2 / ||e||^2.
+
+    ``decoder``: the training kernels, "dense" (scatter the codes into a (B, K) matrix and
+    multiply), "sparse" (gather over the selected latents only) or "auto" (by
+    :func:`~monoscope.featuremaps.sparse.use_sparse`). It is not a hyperparameter: both compute
+    the same loss and gradients, so it is not saved.
+    """
+
+    DECODERS: ClassVar[tuple[str, ...]] = ("auto", "dense", "sparse")
 
     def __init__(
         self,
@@ -229,13 +244,17 @@ class _TopKFamily(SparseAutoencoder):
         k: int = 32,
         aux_k: int | None = None,
         aux_coef: float = 1 / 32,
+        decoder: str = "auto",
     ):
         super().__init__(dim, latents)
         if not 1 <= k <= latents:
             raise ValueError(f"k must be in [1, latents={latents}], not {k}")
+        if decoder not in self.DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(self.DECODERS)}, not {decoder!r}")
         self.k = k
         self.aux_k = aux_k if aux_k is not None else min(latents, max(2 * k, dim // 2))
         self.aux_coef = aux_coef
+        self.decoder = decoder
 
     def hparams(self) -> dict[str, Any]:
         return {
@@ -244,6 +263,12 @@ class _TopKFamily(SparseAutoencoder):
             "aux_k": self.aux_k,
             "aux_coef": self.aux_coef,
         }
+
+    def sparse_training(self, device: torch.device) -> bool:
+        """Whether :meth:`train_loss` takes the sparse path on ``device``."""
+        if self.decoder != "auto":
+            return self.decoder == "sparse"
+        return use_sparse(device.type, self.latents, self.k)
 
     def aux_loss(
         self, z: torch.Tensor, pre: torch.Tensor, xs: torch.Tensor, dead: torch.Tensor | None
@@ -258,6 +283,49 @@ class _TopKFamily(SparseAutoencoder):
         err = F.mse_loss(z_aux @ self.W_dec, e) / e.pow(2).mean().clamp_min(1e-12)
         return self.aux_coef * err
 
+    # --- sparse training path --------------------------------------------------------------
+    def select(self, pre: torch.Tensor) -> ActiveSet:
+        """The latents that training codes may keep, from detached pre-activations."""
+        raise NotImplementedError
+
+    def note_selected(self, vals: torch.Tensor) -> None:
+        """Hook for the selected code values (BatchTopK updates its threshold)."""
+
+    def sparse_recon_loss(
+        self, active: ActiveSet, vals: torch.Tensor, xs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`recon_loss` on sparse codes, plus the full reconstruction."""
+        recon = decode_active(active, vals, self.W_dec)
+        mse = F.mse_loss(recon, xs)
+        return mse, mse, recon
+
+    def train_loss(
+        self, batch: Batch, dead: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Stats]:
+        xs = self.scaled(batch["x"])
+        if not self.sparse_training(xs.device):
+            return super().train_loss(batch, dead)
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, xs, self.W_enc)
+        active = self.select(pre)
+        vals = torch.relu(gather_pre(pre, active, xs, self.W_enc, self.b_enc))
+        self.note_selected(vals.detach())
+        loss, mse, recon = self.sparse_recon_loss(active, vals, xs)
+        stats: Stats = {"mse": mse.detach()}
+        if dead is not None and self.aux_coef != 0 and (n_dead := int(dead.sum())) > 0:
+            e = (xs - recon).detach()
+            masked = pre.masked_fill(~dead, -torch.inf)
+            aux_active = ActiveSet.topk(masked, min(self.aux_k, n_dead))
+            aux_vals = torch.relu(gather_pre(pre, aux_active, xs, self.W_enc, self.b_enc))
+            e_hat = decode_active(aux_active, aux_vals, self.W_dec)
+            aux = self.aux_coef * F.mse_loss(e_hat, e) / e.pow(2).mean().clamp_min(1e-12)
+            loss = loss + aux
+            stats["aux"] = aux.detach()
+        counts = _counts(active.cols, vals.detach(), self.latents)
+        stats["l0"] = counts.sum() / xs.shape[0]
+        stats["fired"] = counts > 0
+        return loss, stats
+
 
 @register
 class TopKSAE(_TopKFamily):
@@ -271,6 +339,9 @@ class TopKSAE(_TopKFamily):
 
     def train_codes(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _topk(pre, self.k)
+
+    def select(self, pre: torch.Tensor) -> ActiveSet:
+        return ActiveSet.topk(pre, self.k)
 
 
 @register
@@ -290,8 +361,9 @@ class BatchTopKSAE(_TopKFamily):
         aux_k: int | None = None,
         aux_coef: float = 1 / 32,
         threshold_momentum: float = 0.99,
+        decoder: str = "auto",
     ):
-        super().__init__(dim, latents, k, aux_k, aux_coef)
+        super().__init__(dim, latents, k, aux_k, aux_coef, decoder)
         self.threshold_momentum = threshold_momentum
         self.register_buffer("threshold", torch.full((), -1.0))  # < 0: not estimated yet
 
@@ -306,15 +378,22 @@ class BatchTopKSAE(_TopKFamily):
         vals, idx = flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
         z = torch.zeros_like(flat).scatter_(0, idx, vals).view_as(pre)
         counts = _counts(idx % pre.shape[1], vals, pre.shape[1])
-        with torch.no_grad():
-            kept = vals[vals > 0]
-            if kept.numel():
-                low = kept.min()
-                if self.threshold < 0:
-                    self.threshold.copy_(low)
-                else:
-                    self.threshold.lerp_(low, 1 - self.threshold_momentum)
+        self.note_selected(vals.detach())
         return z, counts
+
+    def select(self, pre: torch.Tensor) -> ActiveSet:
+        return ActiveSet.batch_topk(pre, self.k)
+
+    @torch.no_grad()
+    def note_selected(self, vals: torch.Tensor) -> None:
+        """Move the threshold towards the smallest kept (positive) activation."""
+        kept = vals[vals > 0]
+        if kept.numel():
+            low = kept.min()
+            if self.threshold < 0:
+                self.threshold.copy_(low)
+            else:
+                self.threshold.lerp_(low, 1 - self.threshold_momentum)
 
 
 @register
@@ -334,8 +413,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         aux_coef: float = 1 / 32,
         threshold_momentum: float = 0.99,
         prefixes: list[int] | None = None,
+        decoder: str = "auto",
     ):
-        super().__init__(dim, latents, k, aux_k, aux_coef, threshold_momentum)
+        super().__init__(dim, latents, k, aux_k, aux_coef, threshold_momentum, decoder)
         if prefixes is None:
             prefixes = [m for m in (latents // 8, latents // 4, latents // 2) if m > 0]
         prefixes = sorted({int(m) for m in prefixes} | {latents})
@@ -356,6 +436,21 @@ class MatryoshkaSAE(BatchTopKSAE):
             loss = loss + mse
             start = stop
         return loss, mse
+
+    def sparse_recon_loss(
+        self, active: ActiveSet, vals: torch.Tensor, xs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        recon = torch.zeros_like(xs)
+        loss = xs.new_zeros(())
+        start = 0
+        for stop in self.prefixes:  # each block decodes only its own selected latents
+            keep = (active.cols >= start) & (active.cols < stop)
+            block = active.subset(keep)
+            recon = recon + decode_active(block, vals[keep], self.W_dec)
+            mse = F.mse_loss(recon, xs)
+            loss = loss + mse
+            start = stop
+        return loss, mse, recon
 
 
 class _JumpReLU(torch.autograd.Function):

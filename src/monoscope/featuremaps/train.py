@@ -172,17 +172,21 @@ _SYNCED_BUFFERS = ("threshold",)  # training-time statistics averaged over the r
 
 
 class _Dist:
-    """Data parallelism over a torch.distributed group; ``world == 1``: a no-op."""
+    """Data parallelism over a torch.distributed group; without one (``grouped`` false): a
+    no-op. A run under torchrun is grouped even with one process, so that a single-GPU run
+    goes through the same collectives (NCCL or gloo) as a multi-GPU one."""
 
-    def __init__(self, rank: int = 0, world: int = 1):
+    def __init__(self, rank: int = 0, world: int = 1, grouped: bool | None = None):
         self.rank, self.world = rank, world
+        self.grouped = world > 1 if grouped is None else grouped
 
     @classmethod
     def join(cls, device: str) -> tuple[_Dist, str]:
         """(context, device) from the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK,
-        MASTER_ADDR, MASTER_PORT); joins an NCCL (CUDA) or gloo group when WORLD_SIZE > 1."""
+        MASTER_ADDR, MASTER_PORT); joins an NCCL (CUDA) or gloo group when WORLD_SIZE > 1 or
+        when torchrun started the process (TORCHELASTIC_RUN_ID)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
             return cls(), resolve_device(device)
         import torch.distributed as dist
 
@@ -193,11 +197,11 @@ class _Dist:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
         join_process_group("nccl" if device.startswith("cuda") else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size()), device
+        return cls(dist.get_rank(), dist.get_world_size(), grouped=True), device
 
     def first(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on rank 0 only; every rank returns its result (or raises its error)."""
-        if self.world == 1:
+        if not self.grouped:
             return fn()
         import torch.distributed as dist
 
@@ -228,7 +232,7 @@ class _Dist:
 
     def broadcast_state(self, model: FeatureMap) -> None:
         """Rank 0's parameters and buffers on every rank."""
-        if self.world > 1:
+        if self.grouped:
             import torch.distributed as dist
 
             with torch.no_grad():
@@ -237,7 +241,7 @@ class _Dist:
 
     def average_grads(self, model: FeatureMap) -> None:
         """Mean of the ranks' gradients (each already the mean over its equal sub-batch)."""
-        if self.world == 1:
+        if not self.grouped:
             return
         # a parameter may have no gradient on some ranks (per_modality: no rows of a modality)
         params = list(model.parameters())
@@ -257,7 +261,7 @@ class _Dist:
 
     def average_stats(self, values: dict[str, Any]) -> dict[str, Any]:
         """Means over the ranks of the scalar step statistics."""
-        if self.world == 1:
+        if not self.grouped:
             return values
         stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values.values()])
         device = next(v.device for v in values.values() if isinstance(v, torch.Tensor))
@@ -266,20 +270,20 @@ class _Dist:
 
     def any(self, fired: torch.Tensor) -> torch.Tensor:
         """Latents that fired on any rank."""
-        if self.world == 1:
+        if not self.grouped:
             return fired
         return self._sum(fired.to(torch.int32)) > 0
 
     def average_buffers(self, model: FeatureMap) -> None:
         """Average the training-time statistics (BatchTopK's threshold) over the ranks."""
-        if self.world == 1:
+        if not self.grouped:
             return
         for name, buf in model.named_buffers():
             if name.rsplit(".", 1)[-1] in _SYNCED_BUFFERS and buf.is_floating_point():
                 self._sum(buf).div_(self.world)
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.grouped:
             import torch.distributed as dist
 
             dist.barrier()
@@ -618,7 +622,7 @@ def train_featuremap(
             with gathered:
                 loss, stats = model.train_loss(batch, since >= window)
             fired = ddp.any(stats.pop("fired"))
-            if ddp.world > 1:
+            if ddp.grouped:
                 stats = ddp.average_stats({"loss": loss.detach(), **stats})
                 value = float(stats.pop("loss"))
             else:
