@@ -86,7 +86,7 @@ def test_thresholds_out_of_order_are_one_line_error(small_store, tmp_path, capsy
     assert main(_analyze_args(small_store, fmap, tmp_path / "a", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert "0 <= low < high <= 1" in err and "\n" not in err
-    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "a" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("rule", ["evidence", "std", "fixed", "quantile", "test"])
