@@ -160,7 +160,9 @@ def test_provenance_and_no_clobbering(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(MonoscopeError, match="not a feature map"):
-        import_sae("saelens", src, tmp_path / "other", overwrite=True)
+        import_sae("saelens", src, tmp_path / "other")
+    import_sae("saelens", src, tmp_path / "other", overwrite=True)  # foreign files stay
+    assert (tmp_path / "other" / "notes.txt").read_text() == "x"
     (out / "metrics.json").write_text("{}")  # as a trained map has
     (out / "checkpoints").mkdir()
     import_sae("saelens", src, out, overwrite=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ import torch
 from .._util import MonoscopeError
 from ..featuremaps.base import KINDS, FeatureMap, load_featuremap
 from ..featuremaps.sae import SparseAutoencoder
+from ..outputs import kind_of, prepare_out, remove_own_files
 
 # What a feature-map directory holds (featuremaps/train.py writes these); --overwrite removes them.
-_MAP_FILES = ("config.json", "model.safetensors", "train_log.jsonl", "metrics.json")
 
 
 @dataclass
@@ -160,16 +159,12 @@ def write(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MonoscopeError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if kind_of(out) == "featuremap":
         if not overwrite:
-            raise MonoscopeError(
-                f"{out}: not empty; pass --overwrite to replace a feature map there"
-            )
-        if not (out / "config.json").is_file():
-            raise MonoscopeError(f"{out}: not empty and not a feature map; refusing to overwrite")
-        for name in _MAP_FILES:  # no metrics or log of the map replaced survives
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            raise MonoscopeError(f"{out}: a feature map is already there; pass --overwrite")
+        remove_own_files(out, "featuremap")  # no metrics or log of the map replaced survives
+    else:
+        prepare_out(out, "featuremap", overwrite)
     fmap.save(out, extra={"imported": provenance})
     back = load_featuremap(out)
     probe = torch.randn(4, fmap.dim, generator=torch.Generator().manual_seed(0))

@@ -18,6 +18,7 @@ from typing import Any
 from .._util import MonoscopeError, atomic_write, read_json, write_json
 from ..featuremaps.base import FeatureMap, load_featuremap
 from ..featuremaps.sae import BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TopKSAE
+from ..locks import LOCK_NAME
 from . import _common
 from ._common import ForeignSAE, need
 
@@ -144,7 +145,8 @@ def export(fmap: str | Path | FeatureMap, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - {CFG, WEIGHTS}):
+    ours = {CFG, WEIGHTS, LOCK_NAME}
+    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - ours):
         raise MonoscopeError(f"{out}: exists and holds other files than a SAELens checkpoint")
     model_name = None
     if not isinstance(fmap, FeatureMap):
