@@ -226,7 +226,7 @@ def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
                 color=INK,
             )
         ax.set_yticks(y, names)
-        ax.set_xlabel("features (bars: verdicts; ◇: estimate, 95% CI)")
+        ax.set_xlabel("features (◇ estimate, 95% CI)")
         ax.set_xlim(0, right_max * 1.45)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
