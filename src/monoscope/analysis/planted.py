@@ -376,6 +376,8 @@ def score_featuremap(
     on_atom = np.zeros(fmap.n_features, bool)
     on_atom[match[match >= 0]] = True
     per_rule: dict[str, dict[str, list[Any]]] = {r: {} for r in rules}
+    firings: list[np.ndarray] = []  # per replicate, of the alive features
+    hits: list[np.ndarray] = []  # whether their interval covers the population MDS
     for r in range(replicates):
         image, text, _, _ = world.sample(n_pairs, seed + 1 + r)
         a_img, a_txt = _activations(fmap, image, text)
@@ -419,10 +421,9 @@ def score_featuremap(
             )
         ev = evidence(m, base.low, base.high, prior=base.pseudo_firings)
         inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
-        strata = per_rule[rules[0]].setdefault("_strata", [])
-        strata.append((m.fired_any[alive], inside[alive]))
-    fired = np.concatenate([f for f, _ in per_rule[rules[0]]["_strata"]])
-    hit = np.concatenate([h for _, h in per_rule[rules[0]]["_strata"]])
+        firings.append(m.fired_any[alive])
+        hits.append(inside[alive])
+    fired, hit = np.concatenate(firings), np.concatenate(hits)
     by_stratum = {}
     for lo_f, hi_f in STRATA:
         sel = (fired >= lo_f) & (fired <= (hi_f or np.inf))
