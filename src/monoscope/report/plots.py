@@ -390,7 +390,14 @@ def metric_panels(metrics: Mapping[str, Any]) -> str | None:
             ax.tick_params(axis="y", length=0)
             ax.margins(x=0.25)
             ax.locator_params(axis="x", nbins=4)
-        axes[0].set_yticks(y, rows)
+        first = metrics[keys[0]]
+        labels = [
+            f"{g} (n={first[g]['n']})"
+            if isinstance(first.get(g), Mapping) and "n" in first[g]
+            else g
+            for g in rows
+        ]
+        axes[0].set_yticks(y, labels)  # how many features each mean averages
         axes[0].set_ylim(-0.6, len(rows) - 0.4)
         return _svg(fig, "plot-metrics")
 
