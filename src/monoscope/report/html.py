@@ -441,7 +441,8 @@ def _figures(
             "",
             Markup(plots.group_sizes(summary.get("groups") or {})),
             "Bars: confident verdicts, undetermined and rare features. Diamonds: the estimated "
-            "number of alive features whose MDS lies in each group's region, with its 95% CI.",
+            "number of alive features whose MDS lies in each group's region; whiskers: from the "
+            "features whose 95% interval lies in the region to those whose interval reaches it.",
         ),
     ]
     if any(f.ci for f in alive):

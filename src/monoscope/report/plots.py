@@ -187,7 +187,7 @@ def group_ci(entry: Mapping[str, Any]) -> tuple[float, float] | None:
 
 def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
     """Horizontal bars of verdict counts (undetermined and rare included); for the three
-    groups, a diamond at the estimated number of features in the region with its 95% CI
+    groups, a diamond at the estimated number of features in the region between its bounds
     (``estimate``/``ci``; older summaries: whiskers of ``ci`` around the count)."""
     names = [g for g in VERDICTS if g in groups]
     counts = [float(groups[g].get("count", 0)) for g in names]
@@ -226,7 +226,7 @@ def group_sizes(groups: Mapping[str, Mapping[str, Any]]) -> str:
                 color=INK,
             )
         ax.set_yticks(y, names)
-        ax.set_xlabel("features (◇ estimate, 95% CI)")
+        ax.set_xlabel("features (◇ estimate and bounds)")
         ax.set_xlim(0, right_max * 1.45)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
