@@ -29,20 +29,22 @@ from monoscope.store import StoreWriter
 DIM, LATENTS, K, SHARD = 512, 8192, 32, 65536
 
 
-def make_store(path: Path, n: int, seed: int = 0) -> Path:
+def make_store(path: Path, n: int, seed: int = 0, dim: int = DIM) -> Path:
+    """A synthetic store of n unit-norm pairs (text = image + noise) in shards of 65,536."""
     rng = np.random.default_rng(seed)
+    shard = min(n, SHARD)
     header = {
         "model": {"kind": "synthetic"},
-        "dim": DIM,
+        "dim": dim,
         "normalized": True,
         "source": {"kind": "synthetic", "n": n},
-        "shard_size": SHARD,
+        "shard_size": shard,
     }
     w = StoreWriter(path, header)
-    for b, lo in enumerate(range(0, n, SHARD)):
-        m = min(SHARD, n - lo)
-        img = rng.standard_normal((m, DIM), dtype=np.float32)
-        txt = img + rng.standard_normal((m, DIM), dtype=np.float32)
+    for b, lo in enumerate(range(0, n, shard)):
+        m = min(shard, n - lo)
+        img = rng.standard_normal((m, dim), dtype=np.float32)
+        txt = img + rng.standard_normal((m, dim), dtype=np.float32)
         img /= np.linalg.norm(img, axis=1, keepdims=True)
         txt /= np.linalg.norm(txt, axis=1, keepdims=True)
         pairs = [

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,44 +273,14 @@ def bench_sae(clock: Clock, device: str, cfg: dict, peak: dict) -> dict:
     return out
 
 
-def make_store(path: Path, n: int, d: int):
-    import numpy as np
-
-    from monoscope.store import StoreWriter
-
-    rng = np.random.default_rng(0)
-    shard = min(n, 65536)
-    w = StoreWriter(
-        path,
-        {
-            "model": {"kind": "synthetic"},
-            "dim": d,
-            "normalized": True,
-            "source": {"kind": "synthetic", "n": n},
-            "shard_size": shard,
-        },
-    )
-    for s, lo in enumerate(range(0, n, shard)):
-        m = min(shard, n - lo)
-        img = rng.standard_normal((m, d), dtype=np.float32)
-        txt = img + rng.standard_normal((m, d), dtype=np.float32)
-        img /= np.linalg.norm(img, axis=1, keepdims=True)
-        txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-        pairs = [
-            {"id": str(lo + i), "caption": "", "image_ref": "", "labels": {}} for i in range(m)
-        ]
-        w.add_shard(s, img, txt, pairs, Counter())
-    w.end(n)
-    return w.finish()
-
-
 def bench_analysis(clock: Clock, device: str, cfg: dict, peak: dict, tmp: Path) -> dict:
     import torch
+    from analysis_streaming import make_store  # beside this script
 
     from monoscope import api
     from monoscope.featuremaps.sae import TopKSAE
 
-    store = make_store(tmp / "astore", cfg["pairs"], cfg["d"])
+    store = make_store(tmp / "astore", cfg["pairs"], dim=cfg["d"])
     torch.manual_seed(0)
     sae = TopKSAE(cfg["d"], cfg["latents"], k=cfg["k"])
     with torch.no_grad():
