@@ -71,17 +71,8 @@ def run_demo(
             store, method, where, overwrite=True, checkpoint_every=0, **kw, **common
         )
 
-    fmap = stage(
-        "featuremap",
-        lambda: train(
-            "sae-topk",
-            out / "featuremap",
-            latents=latents,
-            k=k,
-            epochs=epochs,
-            batch_size=SAE["batch_size"],
-        ),
-    )
+    sae_opts = {"latents": latents, "k": k, "epochs": epochs, "batch_size": SAE["batch_size"]}
+    fmap = stage("featuremap", lambda: train("sae-topk", out / "featuremap", **sae_opts))
     analysis = stage("analysis", lambda: analyze(store, fmap, out / "analysis", **common))
     encoder = load_encoder("pocket", device=device)
     stage(
@@ -90,7 +81,7 @@ def run_demo(
             Store(store), load_featuremap(fmap, device), analysis, encoder, device=device
         ),
     )
-    stage(
+    stage(  # vocabulary names are computed on the CPU
         "vocabulary",
         lambda: vocabulary_names(Store(store), load_featuremap(fmap), analysis, encoder),
     )
@@ -119,15 +110,7 @@ def run_demo(
     centred = out / "baselines" / "sae-topk-centred"
     cmap = stage(
         "centred map",
-        lambda: train(
-            "sae-topk",
-            centred / "featuremap",
-            latents=latents,
-            k=k,
-            epochs=epochs,
-            batch_size=SAE["batch_size"],
-            center="mean",
-        ),
+        lambda: train("sae-topk", centred / "featuremap", center="mean", **sae_opts),
     )
     baselines["sae-topk centred"] = stage(
         "centred analysis", lambda: analyze(store, cmap, centred / "analysis", **common)
