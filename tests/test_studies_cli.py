@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     ("argv", "expected"),
     [
         (["study", "gender"], "--pair-keys"),
-        (["study", "adversarial"], "(default: [1.0, 2.0, 4.0, 8.0])"),
+        (["study", "adversarial"], "(default: 1.0 2.0 4.0 8.0)"),
         (["study", "steer"], "(default: woman)"),
         (["decoder", "train"], "--edge-weight"),
     ],

@@ -58,7 +58,8 @@ def run_demo(
         log(f"{name:>12}: {path}  ({timings[name]:.1f} s)")
         return path
 
-    common = {"seed": seed, "device": device, "progress": progress}
+    run = {"seed": seed, "device": device, "progress": progress}
+    common = {**run, "overwrite": True}
     store = stage(
         "store",
         lambda: embed(
@@ -67,9 +68,7 @@ def run_demo(
     )
 
     def train(method: str, where: Path, **kw: Any) -> Path:
-        return train_featuremap(
-            store, method, where, overwrite=True, checkpoint_every=0, **kw, **common
-        )
+        return train_featuremap(store, method, where, checkpoint_every=0, **kw, **common)
 
     sae_opts = {"latents": latents, "k": k, "epochs": epochs, "batch_size": SAE["batch_size"]}
     fmap = stage("featuremap", lambda: train("sae-topk", out / "featuremap", **sae_opts))
@@ -116,7 +115,10 @@ def run_demo(
         "centred analysis", lambda: analyze(store, cmap, centred / "analysis", **common)
     )
     comparison = stage(
-        "compare", lambda: compare(list(baselines.values()), out / "compare", names=list(baselines))
+        "compare",
+        lambda: compare(
+            list(baselines.values()), out / "compare", names=list(baselines), overwrite=True
+        ),
     )
     study_dirs: list[Path] = []
     if studies:
@@ -128,9 +130,7 @@ def run_demo(
             ("steer", steer_study),
         ):
             where = out / "studies" / name
-            stage(
-                name, lambda s=study, w=where: s(store, fmap, analysis, w, model=encoder, **common)
-            )
+            stage(name, lambda s=study, w=where: s(store, fmap, analysis, w, model=encoder, **run))
             study_dirs.append(where)
     report = stage(
         "report",

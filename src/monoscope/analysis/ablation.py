@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._util import MonoscopeError, resolve_device, versions, write_json
+from ..config import CLASS_TEMPLATES
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.metrics import retrieval_ranks
@@ -32,7 +33,7 @@ from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
 from .monosemanticity import unit_rows
 
-TEMPLATES = ("{}", "an image of {}", "a picture showing {}")
+TEMPLATES = CLASS_TEMPLATES
 
 
 def remove_features(
@@ -106,7 +107,7 @@ def ablate(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Remove ImgD / TextD / CrossD and random same-size controls; write ``out/ablation.json``.
 
@@ -129,6 +130,7 @@ def ablate(
             seed=seed,
             device=device,
             progress=progress,
+            overwrite=True,
         )
     analysis_summary = check_analysis_matches(Path(analysis), store_obj, Path(featuremap))
     groups = read_feature_table(Path(analysis) / "features.csv")["group"]

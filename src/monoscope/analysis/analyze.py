@@ -31,6 +31,7 @@ from .._util import (
     versions,
     write_json,
 )
+from ..config import DEFAULT_RULE, MIN_FIRINGS, PSEUDO_FIRINGS
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.center import CenteredMap, center_featuremap
 from ..integrity import analysis_inputs, check_featuremap_for_store
@@ -39,8 +40,6 @@ from ..outputs import prepare_analysis_out
 from ..store import Store
 from .evidence import (
     DEAD,
-    MIN_FIRINGS,
-    PSEUDO_FIRINGS,
     RARE,
     UNDETERMINED,
     Evidence,
@@ -49,7 +48,6 @@ from .evidence import (
 )
 from .gap import GapAccumulator
 from .mds import (
-    DEFAULT_RULE,
     DEFINITIONS,
     GROUPS,
     Grouping,
@@ -146,7 +144,7 @@ def analyze(
     center: str | None = None,
     gap_bootstrap: int = 200,
     force: bool = False,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Score every feature's MDS with a 95% interval, give each a verdict, find their top-m
     samples and measure their monosemanticity.
@@ -172,7 +170,15 @@ def analyze(
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
     try:
         settings = RuleSettings(
-            rule, low, high, quantile, fdr, min_firings, pseudo_firings, min_effect, permutations
+            rule=rule,
+            low=low,
+            high=high,
+            quantile=quantile,
+            fdr=fdr,
+            min_firings=min_firings,
+            pseudo_firings=pseudo_firings,
+            min_effect=min_effect,
+            permutations=permutations,
         )
     except ValueError as e:
         raise MonoscopeError(str(e)) from None

@@ -32,7 +32,7 @@ def compare(
     analyses: Sequence[str | Path],
     out: str | Path,
     names: Sequence[str] | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``out/compare.json`` and ``out/mds.png``: group sizes, MDS distributions, metric
     means with CIs, and the WinRate (AUC) of each per-feature metric between every two

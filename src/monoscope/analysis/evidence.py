@@ -29,13 +29,12 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
+from ..config import MIN_FIRINGS, PSEUDO_FIRINGS
 from .mds import GROUPS
 from .stats import column_counts, column_sums
 from .uncertainty import benjamini_hochberg
 
 UNDETERMINED, RARE, DEAD = "undetermined", "rare", "dead"
-PSEUDO_FIRINGS = 0.5  # chosen on the planted clip profile (docs/method.md)
-MIN_FIRINGS = 40  # chosen on the planted clip and null profiles (docs/method.md)
 VERDICTS = (*GROUPS, UNDETERMINED, RARE)
 
 

@@ -8,15 +8,16 @@ comparison.
 
 from __future__ import annotations
 
+import typing
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-DEFINITIONS = ("ratio-of-means", "mean-of-ratios", "signed")
+from ..config import Definition
+
+DEFINITIONS: tuple[str, ...] = typing.get_args(Definition)
 RULES = ("std", "fixed", "quantile")
-ALL_RULES = ("evidence", *RULES, "test")
-DEFAULT_RULE = "evidence"
 GROUPS = ("ImgD", "TextD", "CrossD")
 
 

@@ -41,12 +41,13 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .._util import write_json
+from ..config import ALL_RULES, DEFAULT_RULE
 from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
 from ..featuremaps.train import METHODS
 from ..store import Store, StoreWriter
 from .evidence import PairMoments, evidence, expected_counts
-from .mds import ALL_RULES, GROUPS
+from .mds import GROUPS
 from .rules import RuleSettings, apply_rule
 from .uncertainty import SignFlipTest
 
@@ -489,7 +490,6 @@ def run_planted_benchmark(
     """
     from ..featuremaps.base import load_featuremap
     from ..featuremaps.train import train_featuremap
-    from .mds import DEFAULT_RULE
 
     previous = torch.get_num_threads()
     if threads:

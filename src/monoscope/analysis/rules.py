@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..config import RuleSettings
 from .evidence import (
-    MIN_FIRINGS,
-    PSEUDO_FIRINGS,
     Evidence,
     PairMoments,
     evidence,
     evidence_verdicts,
 )
-from .mds import ALL_RULES, DEFAULT_RULE, Grouping, check_thresholds, group_features
+from .mds import Grouping, group_features
 from .uncertainty import benjamini_hochberg, group_by_test
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    """A verdict rule and its settings."""
-
-    rule: str = DEFAULT_RULE  # evidence | std | fixed | quantile | test
-    low: float = 0.25  # TextD below (evidence, fixed)
-    high: float = 0.75  # ImgD above (evidence, fixed)
-    quantile: float = 0.2  # tail share (quantile)
-    fdr: float = 0.05  # false-claim rate (evidence, test)
-    min_firings: int = MIN_FIRINGS  # fewer firing pairs: rare (evidence)
-    pseudo_firings: float = PSEUDO_FIRINGS  # per modality, in every interval
-    min_effect: float = 0.1  # least |MDS - 0.5| (test)
-    permutations: int = 1000  # sign flips (test)
-
-    def __post_init__(self) -> None:
-        if self.rule not in ALL_RULES:
-            raise ValueError(f"unknown grouping rule {self.rule!r}; expected one of {ALL_RULES}")
-        check_thresholds(self.low, self.high)
 
 
 def apply_rule(

@@ -156,7 +156,7 @@ def train_pocket(
     out_dir: Path,
     epochs: int = 80,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     batch_size: int = 128,
     lr: float = 2e-3,
     holdout: bool = True,

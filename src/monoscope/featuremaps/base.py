@@ -43,7 +43,13 @@ class FeatureMap(torch.nn.Module):
         raise NotImplementedError
 
     def hparams(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The constructor options that rebuild this map: ``dim`` and the saved fields of the
+        kind's config (:data:`monoscope.config.KIND_CONFIGS`), read back from the map."""
+        from ..config import KIND_CONFIGS
+
+        if self.kind not in KIND_CONFIGS:
+            raise NotImplementedError(f"{type(self).__name__} must define hparams()")
+        return {"dim": self.dim, **{n: getattr(self, n) for n in KIND_CONFIGS[self.kind].saved()}}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) embeddings -> (B, K) non-negative codes."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from .base import FeatureMap, register
@@ -33,9 +31,6 @@ class IdentityMap(FeatureMap):
     @property
     def n_features(self) -> int:
         return 2 * self.dim if self.mode == "sign-split" else self.dim
-
-    def hparams(self) -> dict[str, Any]:
-        return {"dim": self.dim, "mode": self.mode}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "abs":

@@ -86,15 +86,6 @@ class NCLMap(FeatureMap):
     def n_features(self) -> int:
         return self.latents
 
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "latents": self.latents,
-            "shared": self.shared,
-            "tau": self.tau,
-            "rep_relu": self.rep_relu,
-        }
-
     def _head(self, modality: str) -> str:
         if modality not in _MODALITIES:
             raise MonoscopeError(f"modality must be 'image' or 'text', not {modality!r}")

@@ -92,9 +92,6 @@ class SparseAutoencoder(FeatureMap):
     def n_features(self) -> int:
         return self.latents
 
-    def hparams(self) -> dict[str, Any]:
-        return {"dim": self.dim, "latents": self.latents}
-
     # --- inference -------------------------------------------------------------------------
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         """x~ = (x - b_pre) * s."""
@@ -208,9 +205,6 @@ class ReLUSAE(SparseAutoencoder):
         super().__init__(dim, latents)
         self.l1 = l1
 
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "l1": self.l1}
-
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return torch.relu(pre)
 
@@ -255,14 +249,6 @@ class _TopKFamily(SparseAutoencoder):
         self.aux_k = aux_k if aux_k is not None else min(latents, max(2 * k, dim // 2))
         self.aux_coef = aux_coef
         self.decoder = decoder
-
-    def hparams(self) -> dict[str, Any]:
-        return {
-            **super().hparams(),
-            "k": self.k,
-            "aux_k": self.aux_k,
-            "aux_coef": self.aux_coef,
-        }
 
     def sparse_training(self, device: torch.device) -> bool:
         """Whether :meth:`train_loss` takes the sparse path on ``device``."""
@@ -367,9 +353,6 @@ class BatchTopKSAE(_TopKFamily):
         self.threshold_momentum = threshold_momentum
         self.register_buffer("threshold", torch.full((), -1.0))  # < 0: not estimated yet
 
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "threshold_momentum": self.threshold_momentum}
-
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return torch.where(pre > self.threshold.clamp_min(0), pre, 0.0)
 
@@ -422,9 +405,6 @@ class MatryoshkaSAE(BatchTopKSAE):
         if prefixes[0] < 1 or prefixes[-1] > latents:
             raise ValueError(f"prefixes must lie in [1, {latents}], got {prefixes}")
         self.prefixes = prefixes
-
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "prefixes": self.prefixes}
 
     def recon_loss(self, z: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon = torch.zeros_like(xs)

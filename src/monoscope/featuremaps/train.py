@@ -467,7 +467,7 @@ def train_featuremap(
     epochs: float | None = None,
     steps: int | None = None,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
     checkpoint_every: int = 1000,

@@ -89,7 +89,13 @@ def open_inputs(
         )
     if analysis is None:
         analysis = analyze(
-            store, fmap, out / "analysis", seed=seed, device=device, progress=progress
+            store,
+            fmap,
+            out / "analysis",
+            seed=seed,
+            device=device,
+            progress=progress,
+            overwrite=True,
         )
     table = Path(analysis) / "features.csv"
     if not table.is_file():

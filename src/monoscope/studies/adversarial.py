@@ -43,6 +43,7 @@ from ..analysis.ablation import (
     zero_shot_hits,
 )
 from ..analysis.monosemanticity import mean_ci
+from ..config import EPSILONS, OBJECTIVES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..report.plots import GROUP_COLORS, MPL_STYLE
@@ -56,7 +57,6 @@ from ._common import (
     save_png,
     unit_rows,
 )
-from .defaults import EPSILONS, OBJECTIVES
 
 LOGIT_SCALE = 100.0
 

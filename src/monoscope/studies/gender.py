@@ -33,6 +33,7 @@ from .._util import MonoscopeError, versions, write_json
 from ..analysis.ablation import paired_drop, remove_features, zero_shot_hits
 from ..analysis.monosemanticity import mean_ci, unit_rows
 from ..analysis.uncertainty import SignFlipTest, benjamini_hochberg
+from ..config import GENDER_TEMPLATES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..report.plots import GROUP_COLORS, MPL_STYLE
@@ -46,7 +47,6 @@ from ._common import (
     require_labels,
     save_png,
 )
-from .defaults import GENDER_TEMPLATES
 
 
 def counterfactual_means(

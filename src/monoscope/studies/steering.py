@@ -34,12 +34,12 @@ import torch
 
 from .._util import MonoscopeError, versions, write_json
 from ..analysis.monosemanticity import mean_ci, unit_rows
+from ..config import ALPHAS
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..report.plots import MPL_STYLE
 from ..store import MODALITIES, Store
 from ._common import concept_pattern, load_pixels, open_inputs, save_png
-from .defaults import ALPHAS
 
 STEER_GROUPS = ("ImgD", "TextD", "CrossD", "all")
 
