@@ -376,6 +376,7 @@ def score_featuremap(
     truth_groups = world.groups(base.low, base.high)
     on_atom = np.zeros(fmap.n_features, bool)
     on_atom[match[match >= 0]] = True
+    duplicate = ~on_atom & (cos.max(0) >= MATCH_MIN_COSINE)  # near an atom another one took
     per_rule: dict[str, dict[str, list[Any]]] = {r: {} for r in rules}
     firings: list[np.ndarray] = []  # per replicate, of the alive features
     hits: list[np.ndarray] = []  # whether their interval covers the population MDS
@@ -420,6 +421,9 @@ def score_featuremap(
             acc.setdefault("confident_share", []).append(
                 float((alive & np.isin(verdicts, GROUPS)).sum()) / n_alive
             )
+            spurious = alive & ~on_atom & np.isin(verdicts, GROUPS)
+            acc.setdefault("spurious_confident", []).append(int(spurious.sum()))
+            acc.setdefault("duplicate_confident", []).append(int((spurious & duplicate).sum()))
         ev = evidence(m, base.low, base.high, prior=base.pseudo_firings)
         inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
         firings.append(m.fired_any[alive])
@@ -455,6 +459,8 @@ def score_featuremap(
             "false_group_rate": float(np.mean(acc["false_group_rate"])),
             "false_group_rate_atoms": float(np.mean(acc["false_group_rate_atoms"])),
             "confident_share": float(np.mean(acc["confident_share"])),
+            "spurious_confident": float(np.mean(acc["spurious_confident"])),
+            "duplicate_confident": float(np.mean(acc["duplicate_confident"])),
         }
     return scores
 
