@@ -24,7 +24,7 @@ class MonoscopeError(Exception):
     """An error caused by user input; the CLI prints it as one line and exits non-zero."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     A crash leaves either the old file or the new one, never a partial file.

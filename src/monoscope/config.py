@@ -12,7 +12,6 @@ This module imports neither torch nor numpy: ``--help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -45,7 +44,7 @@ SaeExportFormat = Literal["saelens"]
 Decoder = Literal["auto", "dense", "sparse"]
 IdentityMode = Literal["sign-split", "abs"]
 
-ALL_RULES: tuple[str, ...] = typing.get_args(Rule)
+ALL_RULES: tuple[Rule, ...] = typing.get_args(Rule)
 DEFAULT_RULE = "evidence"
 METHODS: tuple[str, ...] = typing.get_args(Method)
 OBJECTIVES: tuple[str, ...] = typing.get_args(Objective)
@@ -128,11 +127,15 @@ class Settings:
         }
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type[Settings]) -> dict[str, Any]:
-    """The type of every field of ``cls``."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    """The type of every field of ``cls`` (resolved once per class)."""
+    if cls not in _HINTS:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _HINTS[cls]
 
 
 def _jsonable(v: Any) -> Any:

@@ -33,7 +33,7 @@ def save_npy_hashed(path: Path, array: np.ndarray) -> tuple[str, int]:
     array = np.ascontiguousarray(array)
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(array))
-    header, data = head.getvalue(), memoryview(array).cast("B")
+    header, data = head.getvalue(), array.data.cast("B")
     sha = hashlib.sha256(header)
     sha.update(data)
 

@@ -187,7 +187,7 @@ class StoreWriter:
         if len({p["end"] for p in parts}) != 1:
             raise MonoscopeError(f"{self.path}: writers disagree on the length of the source")
 
-        digest, seen = hashlib.sha256(), {}
+        digest, seen = hashlib.sha256(), dict[str, int]()
 
         def merge(tmp: Path) -> None:
             with open(tmp, "wb") as out:
@@ -294,7 +294,7 @@ class Store:
             and isinstance(shards, list)
             and all(isinstance(s, dict) and _is_int(s.get("count"), 1) for s in shards)
         )
-        if not ok:
+        if not ok or not isinstance(shards, list):
             raise MonoscopeError(f"{where}: missing or invalid dim, count or shards (damaged?)")
         if sum(s["count"] for s in shards) != m["count"]:
             raise MonoscopeError(f"{where}: the shard counts do not add up to count {m['count']}")

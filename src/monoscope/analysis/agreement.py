@@ -108,8 +108,8 @@ def read_ratings(path: str | Path) -> tuple[str, dict[int, str], dict[str, Any]]
             )
         ratings[k] = label
     rater = str(data.get("rater") or "").strip() or path.stem
-    analysis = data.get("analysis") if isinstance(data.get("analysis"), dict) else {}
-    return rater, ratings, analysis
+    analysis = data.get("analysis")
+    return rater, ratings, analysis if isinstance(analysis, dict) else {}
 
 
 def _confusion(verdict: Sequence[str], rating: Sequence[str]) -> dict[str, dict[str, int]]:

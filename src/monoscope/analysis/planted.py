@@ -41,7 +41,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .._util import write_json
-from ..config import ALL_RULES, DEFAULT_RULE
+from ..config import ALL_RULES, DEFAULT_RULE, Rule
 from ..featuremaps.base import FeatureMap
 from ..featuremaps.ncl import NCLMap
 from ..featuremaps.train import METHODS
@@ -254,7 +254,7 @@ def write_planted_store(
     writer = StoreWriter(path, header, overwrite=True)
     for b, lo in enumerate(range(0, n, shard_size)):
         hi = min(n, lo + shard_size)
-        pairs = [
+        pairs: list[dict[str, Any]] = [
             {"id": str(i), "caption": "", "image_ref": None, "labels": {}} for i in range(lo, hi)
         ]
         writer.add_shard(b, image[lo:hi], text[lo:hi], pairs, Counter())
@@ -359,7 +359,7 @@ def score_featuremap(
     n_pairs: int,
     replicates: int = 10,
     population: int | None = None,
-    rules: tuple[str, ...] = ALL_RULES,
+    rules: tuple[Rule, ...] = ALL_RULES,
     seed: int = 0,
     rule_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

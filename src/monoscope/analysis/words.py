@@ -318,14 +318,14 @@ def word_drivers(
         result["groups"][g] = [
             {"word": w, "mean_drop": d, "n": n, "class": classes[w]} for w, d, n in ranked[:30]
         ]
-        mass = defaultdict(float)
+        mass: defaultdict[str, float] = defaultdict(float)
         for w, d in words.items():
             mass[classes[w]] += max(float(np.sum(d)), 0.0)
         total = sum(mass.values()) or 1.0
         result["word_classes"][g] = {c: mass[c] / total for c in CLASSES}
     for k, words in per_feature.items():
-        ranked = sorted(((w, float(np.mean(d))) for w, d in words.items()), key=lambda t: -t[1])
-        result["features"][str(k)] = [[w, round(d, 4)] for w, d in ranked[:5]]
+        top = sorted(((w, float(np.mean(d))) for w, d in words.items()), key=lambda t: -t[1])
+        result["features"][str(k)] = [[w, round(d, 4)] for w, d in top[:5]]
     result["settings"] = {
         "groups": list(groups),
         "top_features": top_features,

@@ -108,7 +108,8 @@ def load_hf_ref(ref: str) -> Image.Image:
         if row >= len(ds):
             raise BadRecord("missing image", f"{ref}: row out of range")
         return load_image_value(ds[row][column], ref)
-    value = next(iter(ds.skip(row).take(1)), {}).get(column)
+    first: dict[str, Any] = next(iter(ds.skip(row).take(1)), {})
+    value = first.get(column)
     return load_image_value(value, ref)
 
 
@@ -145,7 +146,9 @@ class HFPairs:
                 raise MonoscopeError(
                     f"--data {spec}: {what}; pass {flag} (columns: {', '.join(columns)})"
                 )
-        self.image_column, self.caption_column = image_column, caption_column
+        assert image_column is not None and caption_column is not None  # checked just above
+        self.image_column: str = image_column
+        self.caption_column: str = caption_column
         self.id_column = _pick([c for c in ID_COLUMNS if c in columns])
         self.classes = {c: f for c, f in features.items() if isinstance(f, datasets.ClassLabel)}
         self.ds = _undecoded(ds, image_column)

@@ -226,8 +226,10 @@ class TarPairs:
 def _samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
     """``(key, {extension: member})`` per sample; raises ``tarfile.ReadError`` on damage
     (``tarfile`` itself stops silently at some of it, so the end marker is checked here)."""
-    end = tf.fileobj.seek(0, io.SEEK_END)
-    key, members = None, {}
+    assert tf.fileobj is not None
+    end = int(tf.fileobj.seek(0, io.SEEK_END))  # type: ignore[call-arg, call-overload]
+    key: str | None = None
+    members: dict[str, tarfile.TarInfo] = {}
     while (m := tf.next()) is not None:
         if not m.isfile() or not (match := _KEY.match(m.name)):
             continue

@@ -94,7 +94,10 @@ def _config_file(spec: str) -> Path:
     if not _HUB_ID.fullmatch(spec):
         raise MonoscopeError(f"{spec}: no such model directory")
     try:
-        return Path(cached_file(spec, "config.json"))
+        found = cached_file(spec, "config.json")
+        if found is None:
+            raise OSError(f"{spec}: no config.json")
+        return Path(found)
     except OSError as e:
         if constants.HF_HUB_OFFLINE:
             raise MonoscopeError(

@@ -85,7 +85,8 @@ class OpenClipEncoder:
         """Create the model, its eval transform and tokenizer; ``dtype`` float32 by default."""
         open_clip = _import_open_clip()
         device = resolve_device(device)
-        precision = _PRECISION.get(parse_dtype(dtype), "fp32")  # "auto": as open_clip loads
+        parsed = parse_dtype(dtype)  # "auto": as open_clip loads
+        precision = _PRECISION.get(parsed, "fp32") if isinstance(parsed, torch.dtype) else "fp32"
         name, pretrained = split_spec(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(

@@ -58,6 +58,9 @@ class ImageTower(nn.Module):
     Takes (B, 3, S, S) pixels in [0, 1]; normalisation happens inside.
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(
         self,
         widths: Sequence[int],

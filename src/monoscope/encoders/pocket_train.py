@@ -188,7 +188,8 @@ def train_pocket(
     t_text = time.perf_counter() - t0
     pixels = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a writable copy
 
-    model = PocketModel(config).to(device, memory_format=torch.channels_last)
+    model = PocketModel(config).to(device)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing in stubs
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(

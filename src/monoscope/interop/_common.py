@@ -125,7 +125,7 @@ def build(sae: ForeignSAE, input_scale: float | None = None) -> SparseAutoencode
             f"{tuple(sae.b_enc.shape)}, W_dec {tuple(sae.W_dec.shape)}, b_dec {tuple(sae.b_dec.shape)}"
         )
     try:
-        fmap = KINDS[sae.kind](dim=d, latents=k, **sae.hparams)
+        fmap = KINDS[sae.kind](**{"dim": d, "latents": k, **sae.hparams})
     except (TypeError, ValueError) as e:
         raise MonoscopeError(f"cannot build a {sae.kind} map from this checkpoint: {e}") from None
     b_enc = sae.b_enc
@@ -148,6 +148,7 @@ def build(sae: ForeignSAE, input_scale: float | None = None) -> SparseAutoencode
         state["threshold"] = sae.threshold.reshape(()).float()
     state = {name: t.detach().to(torch.float32).contiguous() for name, t in state.items()}
     fmap.load_state_dict(state)
+    assert isinstance(fmap, SparseAutoencoder)
     return fmap.eval()
 
 

@@ -76,7 +76,8 @@ def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap,
             raise MonoscopeError(f"{name}: tensor {key!r} contains NaN or infinite values")
         return t.float()
 
-    threshold, hparams, subtract, folded = None, {}, True, []
+    threshold, subtract, folded = None, True, []
+    hparams: dict[str, Any] = {}
     if cls == "AutoEncoder":
         kind, W_enc, b_enc = "sae-relu", get("encoder.weight").T, get("encoder.bias")
         W_dec, b_dec = get("decoder.weight").T, get("bias")

@@ -90,7 +90,8 @@ def read(src: str | Path, input_scale: float | None = None) -> tuple[FeatureMap,
     meta = cfg.get("metadata") or {}
     train_arch = meta.get("training_architecture")
     details = meta.get("training_architecture_details") or {}
-    threshold, hparams = None, {}
+    threshold = None
+    hparams: dict[str, Any] = {}
     if arch == "standard":
         kind = "sae-relu"
     elif arch == "topk":
