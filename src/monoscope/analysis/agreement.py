@@ -172,9 +172,7 @@ def agreement(
     rated: list[dict[int, str]] = []
     for path in ratings:
         rater, r, info = read_ratings(path)
-        if info.get("n_features") not in (None, len(groups)) or not _same_featuremap(
-            info, summary
-        ):
+        if info.get("n_features") not in (None, len(groups)) or not _same_featuremap(info, summary):
             raise MonoscopeError(
                 f"{path}: rated on another analysis ({info.get('featuremap')}, "
                 f"{info.get('n_features')} features), not {analysis}"
