@@ -239,7 +239,7 @@ def findings(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             block = {key: block}
         for claim, entry in block.items():
             if isinstance(entry, Mapping) and isinstance(entry.get("verdict"), str):
-                label = str(claim).replace("_", " ")
+                label = str(entry.get("claim", claim)).replace("_", " ")
                 out.append((label, str(entry.get("criterion", "")), entry["verdict"]))
     return out
 
