@@ -60,6 +60,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 THUMB_PX = 64
 SHOWN_CAPTIONS = 5
 PAGE_SIZE = 48
+WIDE_FIGURE_PX = 640  # study figures wider than a half-page column span the whole page
 CSS_FILES = ("report.css", "extras.css")
 JS_FILES = ("report.js", "rating.js")
 
@@ -732,6 +733,7 @@ def render_report(
             **extras,
             words=words,
             studies=study_views,
+            wide_figure_px=WIDE_FIGURE_PX,
             n_explorer=len(chosen),
             hist_source=hist.source,
             hist_n=hist.n_pairs,
