@@ -412,6 +412,11 @@ def test_run_report_has_every_section(run: Path, run_report: Path) -> None:
     assert "SAE top-k &gt; raw dims" in html  # the WinRate table
     data = _script_json(html, "features")
     assert data["hist"]["source"] == "store" and data["hist"]["n"] == 360
+    # numbers that could be confused name their samples; no path of this machine is shown
+    assert "in feature space, on a 360-pair sample" in html
+    assert "measured again on 360 pairs" in html and "never active" in html
+    assert "no firing in the last" in html
+    assert str(run) not in html
     words = json.loads((run / "analysis" / "words.json").read_text())["features"]
     assert data["words"] and set(data["words"]) <= set(words)
     assert any(data["name"])
@@ -588,6 +593,11 @@ def test_browser_filters_from_url_hash(run: Path, run_report: Path, tmp_path: Pa
     assert cards and {g for _, g in cards} == {"TextD"}
     assert int(_attr(dom, 'div class="cards"', "data-matching")) == groups.count("TextD")
     assert re.search(r'<button[^>]*data-group="TextD" aria-pressed="true"', dom)
+
+    # group names in the wrong case still match; unknown ones are reported, not silently empty
+    dom = _dom(url + "#group=textd,Nonsense", tmp_path / "p1b")
+    assert {g for _, g in _cards(dom)} == {"TextD"}
+    assert "ignored unknown group Nonsense" in dom
 
     # text search (name, captions, words) within an MDS range
     word = "face"

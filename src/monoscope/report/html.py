@@ -337,6 +337,10 @@ def _num_or_none(x: Any) -> float | None:
     return float(x) if _is_num(x) else None
 
 
+def _int_or_none(x: Any) -> int | None:
+    return int(x) if _is_num(x) and float(x).is_integer() else None
+
+
 def _round(x: float, sig: int = 4) -> float | None:
     return float(f"{x:.{sig}g}") if x is not None and math.isfinite(x) else None
 
@@ -510,11 +514,11 @@ def _overview(summary: Summary) -> dict[str, Any]:
         "l0_img": _fm_metric(fm, "l0", "image"),
         "l0_txt": _fm_metric(fm, "l0", "text"),
         "dead": _num_or_none(fm.get("dead_fraction")),
-        "dead_window": _num_or_none(fm.get("dead_window")),
+        "dead_window": _int_or_none(fm.get("dead_window")),
         "never_active": _num_or_none(fm.get("never_active_fraction")),
         "retrieval_feature": retrieval.get("feature"),
         "retrieval_original": retrieval.get("original"),
-        "retrieval_pairs": _num_or_none(retrieval.get("pairs")),
+        "retrieval_pairs": _int_or_none(retrieval.get("pairs")),
         "above_p95_img": metrics.get("share_above_random_p95_img"),
         "above_p95_txt": metrics.get("share_above_random_p95_txt"),
     }
