@@ -79,6 +79,7 @@ def test_ablate_end_to_end_with_identity(small_store: Path, tmp_path: Path):
         device="cpu",
     )
     result = json.loads((out / "ablation.json").read_text())
+    assert result["format_version"] == 1
     s = Store(small_store)
     hits = retrieval_hits(torch.from_numpy(s.load("image")), torch.from_numpy(s.load("text")))
     assert result["baseline"]["i2t@1"] == pytest.approx(hits["i2t@1"].mean())

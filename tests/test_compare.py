@@ -24,6 +24,7 @@ def test_compare_two_maps(small_store: Path, tmp_path: Path):
         == 0
     )
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert result["format_version"] == 1
     assert [e["name"] for e in result["analyses"]] == ["split", "abs"]
     assert result["analyses"][0]["n_features"] == 16 and result["analyses"][1]["n_features"] == 8
     ta, tb = read_feature_table(a / "features.csv"), read_feature_table(b / "features.csv")

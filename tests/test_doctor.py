@@ -220,6 +220,14 @@ ANALYSIS_DAMAGE = {
         lambda a: _edit_json(a / "summary.json", n_pairs=7),
         "n_pairs 7, but its store",
     ),
+    "old summary": (
+        lambda a: _edit_json(a / "summary.json", format_version=1),
+        "format_version 1, this monoscope reads 2: written by an older monoscope",
+    ),
+    "histograms damaged": (
+        lambda a: (a / "histograms.safetensors").write_bytes(b"\0" * 12),
+        "histograms.safetensors: unreadable",
+    ),
     "featuremap differs": (
         lambda a: _edit_json(a / "summary.json", n_features=4),
         "features.csv: 16 rows, summary.json says n_features 4",

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ import pytest
 import torch
 from PIL import Image
 
-from monoscope._util import save_npy, write_json
+from monoscope._util import MonoscopeError, save_npy, write_json
+from monoscope.artefacts import Analysis
 from monoscope.report import render_report
-from monoscope.report.histograms import from_store, from_top
+from monoscope.report.histograms import from_exact, from_top
 from monoscope.report.html import choose_features, read_features, select_top
 
 K, N, M = 30, 40, 20
@@ -100,6 +102,7 @@ def analysis(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_json(
         out / "summary.json",
         {
+            "format_version": 2,
             "n_features": K,
             "n_alive": int(alive.sum()),
             "mds": {"definition": "ratio-of-means", "mean": mean, "std": std},
@@ -409,6 +412,11 @@ def test_run_report_has_every_section(run: Path, run_report: Path) -> None:
     assert "SAE top-k &gt; raw dims" in html  # the WinRate table
     data = _script_json(html, "features")
     assert data["hist"]["source"] == "store" and data["hist"]["n"] == 360
+    # numbers that could be confused name their samples; no path of this machine is shown
+    assert "in feature space, on a 360-pair sample" in html
+    assert "measured again on 360 pairs" in html and "never active" in html
+    assert "no firing in the last" in html
+    assert str(run) not in html
     words = json.loads((run / "analysis" / "words.json").read_text())["features"]
     assert data["words"] and set(data["words"]) <= set(words)
     assert any(data["name"])
@@ -434,28 +442,71 @@ def test_run_inputs_explicit_and_discovery(run: Path, tmp_path: Path) -> None:
     assert "study results not found" in html and "compare results not found" in html
 
 
-def test_histograms_from_store_match_direct_count(run: Path) -> None:
+def test_histograms_of_the_analysis_match_direct_count(run: Path) -> None:
+    """The report's bins are whole bins of the analysis pass's histograms: each holds exactly
+    the feature's non-zero activations in (j w, (j + 1) w], counted here by brute force."""
     from monoscope.featuremaps import load_featuremap
     from monoscope.store import Store
 
-    summary = json.loads((run / "analysis" / "summary.json").read_text())
-    top = {
-        n: np.load(run / "analysis" / "top" / f"{n}.npy")
-        for n in ("image_idx", "image_val", "text_idx", "text_val")
-    }
-    hist = from_store(summary, top)
-    assert hist is not None and hist.source == "store"
+    analysis = Analysis(run / "analysis")
+    assert analysis.histograms is not None and analysis.histograms.n_pairs == 360
+    hist = from_exact(analysis.histograms)
+    assert hist.source == "store"
     fmap, store = load_featuremap(run / "featuremap"), Store(run / "store")
-    for m, got in (("image", hist.image), ("text", hist.text)):
-        with torch.inference_mode():
-            acts = fmap.encode_modality(torch.from_numpy(store.load(m)), m).numpy()
-        for k in range(acts.shape[1]):
-            a = acts[:, k][acts[:, k] > 0]
-            b = np.clip(np.floor(a / hist.hi[k] * 12), 0, 11).astype(int)
+    with torch.inference_mode():
+        acts = {m: fmap.encode_modality(torch.from_numpy(store.load(m)), m).numpy() for m in
+                ("image", "text")}  # fmt: skip
+    for k in range(fmap.n_features):
+        top = max(acts["image"][:, k].max(), acts["text"][:, k].max())
+        assert (hist.hi[k] == 0) if top <= 0 else (top <= hist.hi[k] <= top * 4 / 3 + 1e-9)
+        for m, got in (("image", hist.image), ("text", hist.text)):
+            a = acts[m][:, k][acts[m][:, k] > 0].astype(np.float64)
+            b = np.clip(np.ceil(a / (hist.hi[k] / 12)).astype(int) - 1, 0, 11)
             assert got[k].tolist() == np.bincount(b, minlength=12).tolist()
-            assert got[k].sum() == round(float(np.mean(acts[:, k] > 0)) * len(acts[:, k]))
-    stand_in = from_top(top)
+    top = analysis.top
+    stand_in = from_top(dict(top))
     assert stand_in.source == "top" and (stand_in.image.sum(1) <= top["image_idx"].shape[1]).all()
+
+
+def test_report_imports_no_torch(analysis: Path, tmp_path: Path) -> None:
+    """The report renders from the artefacts alone: neither torch nor a feature map."""
+    code = (
+        "import sys; from monoscope.report import render_report; "
+        f"render_report({str(analysis)!r}, {str(tmp_path / 'r.html')!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "r.html").is_file()
+
+
+def test_report_names_no_absolute_path(analysis: Path, report: Path) -> None:
+    root = str(analysis.parent)
+    html = report.read_text(encoding="utf-8")
+    assert root not in html and str(Path.cwd()) not in html
+    summary = _script_json(html, "summary")
+    assert summary["store"] == "../store" and summary["featuremap"] == "../fmap"
+    assert "from ../analysis." in html
+
+
+def test_report_rejects_old_or_broken_analysis(analysis: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "analysis"
+    shutil.copytree(analysis, moved)
+    summary = json.loads((moved / "summary.json").read_text())
+    del summary["format_version"]
+    (moved / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(MonoscopeError, match="summary.json: no format_version: written by an"):
+        render_report(moved, tmp_path / "r.html")
+    summary["format_version"] = 3
+    (moved / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(MonoscopeError, match="format_version 3 is newer"):
+        render_report(moved, tmp_path / "r.html")
+    summary["format_version"] = 2
+    (moved / "summary.json").write_text(json.dumps(summary))
+    lines = (moved / "features.csv").read_text().splitlines()
+    (moved / "features.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(MonoscopeError, match=f"features.csv: {K - 1} rows, summary.json says"):
+        render_report(moved, tmp_path / "r.html")
 
 
 # ---- the page in headless Chromium --------------------------------------------------------
@@ -542,6 +593,11 @@ def test_browser_filters_from_url_hash(run: Path, run_report: Path, tmp_path: Pa
     assert cards and {g for _, g in cards} == {"TextD"}
     assert int(_attr(dom, 'div class="cards"', "data-matching")) == groups.count("TextD")
     assert re.search(r'<button[^>]*data-group="TextD" aria-pressed="true"', dom)
+
+    # group names in the wrong case still match; unknown ones are reported, not silently empty
+    dom = _dom(url + "#group=textd,Nonsense", tmp_path / "p1b")
+    assert {g for _, g in _cards(dom)} == {"TextD"}
+    assert "ignored unknown group Nonsense" in dom
 
     # text search (name, captions, words) within an MDS range
     word = "face"

@@ -117,6 +117,10 @@ def test_adversarial_study_end_to_end(tmp_path: Path):
         assert set(defence[g]["adapter"]["robust"]) == {"2/255", "100/255"}
     finding = res["paper_finding"]
     assert set(finding["adapter"]["best_groups"]) <= {"ImgD", "TextD", "CrossD"}
+    for kind in ("adapter", "masking"):  # a verdict the report shows as it shows gender's
+        verdict = finding[kind]["verdict"].split(":")[0]
+        assert verdict in {"holds", "does not hold", "direction only", "not measurable"}
+    assert res["format_version"] == 1
     assert set(finding["masking"]["gain_over_undefended"]) == {"ImgD", "TextD", "CrossD", "all"}
     assert "robust_zeroshot_mean_over_eps" not in defence["none"]
     assert all((tmp_path / "out" / f).is_file() for f in res["figures"])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from monoscope._util import write_json
 from monoscope.analysis.analyze import write_feature_table
 from monoscope.embed import embed
 from monoscope.studies._common import (
@@ -111,12 +112,21 @@ def make_store(root: Path, records, encoder, pixels=None) -> Path:
 
 
 def hand_analysis(root: Path, groups: list[str]) -> Path:
-    """An analysis directory whose features.csv assigns the given groups."""
+    """An analysis directory whose features.csv assigns the given groups (the other required
+    columns are placeholders)."""
     root.mkdir(parents=True, exist_ok=True)
+    k = len(groups)
+    alive = np.array([g != "dead" for g in groups], dtype=int)
     write_feature_table(
         root / "features.csv",
-        {"feature": np.arange(len(groups)), "group": np.array(groups, dtype=object)},
+        {
+            "feature": np.arange(k),
+            "alive": alive,
+            **{c: np.full(k, 0.5) for c in ("mu_img", "mu_txt", "mds")},
+            "group": np.array(groups, dtype=object),
+        },
     )
+    write_json(root / "summary.json", {"format_version": 2, "n_features": k, "n_pairs": 0})
     return root
 
 

@@ -83,7 +83,8 @@ def test_steer_study_on_the_constructed_gender_case(tmp_path: Path):
     assert all(b > a for a, b in zip(gains, gains[1:], strict=False))
     assert all(b < a for a, b in zip(keep, keep[1:], strict=False))
     assert curve[-1]["concept_nn_rate"]["mean"] > 0.5  # neighbours become women
-    assert res["paper_finding"] == {"note": "needs concept features in both ImgD and TextD"}
+    note = "needs concept features in both ImgD and TextD"
+    assert res["paper_finding"] == {"note": note, "verdict": f"not measurable: {note}"}
     assert res["figures"] == ["steer_neighbours_0.png"]
     assert (tmp_path / "out" / "steer_neighbours_0.png").is_file()
 
@@ -263,3 +264,12 @@ def test_load_unclip_errors_are_one_line(tmp_path: Path):
 
     with pytest.raises(MonoscopeError, match="cannot load a Stable unCLIP pipeline"):
         load_unclip(str(tmp_path / "missing"))
+
+
+def test_steering_verdicts_compare_means_and_intervals() -> None:
+    from monoscope.studies.steering import _above
+
+    a, b = {"mean": 0.5, "ci": [0.4, 0.6]}, {"mean": 0.2, "ci": [0.1, 0.3]}
+    assert _above(a, b) == "holds" and _above(b, a) == "does not hold"
+    assert _above(a, {"mean": 0.45, "ci": [0.3, 0.55]}).startswith("direction only")
+    assert _above(a, {"mean": None, "ci": None}) == "not measurable"

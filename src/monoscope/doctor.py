@@ -7,7 +7,6 @@ list means it is sound). It reads everything it checks (every shard, every row o
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from ._util import MonoscopeError, read_json
+from .artefacts import REQUIRED_COLUMNS, Analysis, read_feature_table
 from .locks import writer_of
 from .store import FORMAT_VERSION, MODALITIES
 
 CHUNK = 65536  # rows per finite/norm check
 TOP_FILES = [f"top/{m}_{kind}.npy" for m in MODALITIES for kind in ("idx", "val")]
-FEATURE_COLUMNS = ("feature", "alive", "mu_img", "mu_txt", "mds", "group")
 
 
 def detect(path: str | Path) -> str | None:
@@ -228,13 +227,15 @@ def check_featuremap(path: Path) -> Iterator[str]:
 
 
 def check_analysis(path: Path) -> Iterator[str]:
-    """Files present, features.csv rows, top arrays, and the store and feature map it names."""
+    """Files present, summary.json (format_version), features.csv rows, top arrays, the
+    histograms, and the store and feature map it names."""
     missing = [f for f in ("features.csv", "summary.json", *TOP_FILES) if not (path / f).is_file()]
     if missing:
         yield f"{path}: missing {', '.join(missing)}"
     if "summary.json" in missing:
         return
-    summary = _json(path / "summary.json")
+    analysis = Analysis(path)
+    summary = analysis.summary.raw  # a MonoscopeError (old, newer, corrupt) is the problem
     bad = _bad_fields(
         summary,
         {
@@ -253,6 +254,10 @@ def check_analysis(path: Path) -> Iterator[str]:
     for name in TOP_FILES:
         if name not in missing:
             yield from _check_top(path / name, k, kept, n)
+    try:
+        _ = analysis.histograms
+    except MonoscopeError as e:
+        yield str(e)
     store, fmap = summary.get("store"), summary.get("featuremap")
     store_dim = fmap_dim = None
     if store:
@@ -292,11 +297,13 @@ def _check_grouping(path: Path, summary: dict[str, Any]) -> Iterator[str]:
 
 
 def _check_features_csv(file: Path, k: int) -> Iterator[str]:
-    with open(file, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        rows = sum(1 for _ in reader)
-    absent = [c for c in FEATURE_COLUMNS if c not in header]
+    try:
+        table = read_feature_table(file)
+    except MonoscopeError as e:
+        yield str(e)
+        return
+    rows = len(next(iter(table.values()), ()))
+    absent = [c for c in REQUIRED_COLUMNS if c not in table]
     if absent:
         yield f"{file}: no column {', '.join(absent)}"
     if rows != k:

@@ -20,7 +20,14 @@ OWN_FILES = {
         "metrics.json",
         "checkpoints",
     ),
-    "analysis": ("summary.json", "features.csv", "top", "words.json", "vocabulary"),
+    "analysis": (
+        "summary.json",
+        "features.csv",
+        "top",
+        "histograms.safetensors",
+        "words.json",
+        "vocabulary",
+    ),
     "ablation": ("ablation.json", "analysis"),
     "comparison": ("compare.json", "mds.png"),
 }

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._util import MonoscopeError, resolve_device, versions, write_json
+from ..artefacts import ABLATION_VERSION, Analysis
 from ..config import CLASS_TEMPLATES
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
@@ -28,7 +29,7 @@ from ..integrity import check_analysis_matches
 from ..locks import locked
 from ..outputs import prepare_out
 from ..store import Store
-from .analyze import analyze, read_feature_table
+from .analyze import analyze
 from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
 from .monosemanticity import unit_rows
@@ -133,7 +134,7 @@ def ablate(
             overwrite=True,
         )
     analysis_summary = check_analysis_matches(Path(analysis), store_obj, Path(featuremap))
-    groups = read_feature_table(Path(analysis) / "features.csv")["group"]
+    groups = Analysis(analysis).groups
     if len(groups) != fmap.n_features:
         raise MonoscopeError(
             f"the analysis has {len(groups)} features but the feature map has {fmap.n_features}"
@@ -168,6 +169,7 @@ def ablate(
     base = evaluate(none)
     rng = np.random.default_rng(seed)
     result: dict[str, Any] = {
+        "format_version": ABLATION_VERSION,
         "baseline": {name: float(v.mean()) for name, v in base.items()},
         "removals": {},
     }

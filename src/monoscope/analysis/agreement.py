@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._util import MonoscopeError, read_json, versions, write_json
-from .analyze import read_feature_table
+from ..artefacts import read_feature_table
 
 LABELS = ("visual", "textual", "both", "incoherent")
 VERDICT = {"ImgD": "visual", "TextD": "textual", "CrossD": "both"}
@@ -112,6 +112,17 @@ def read_ratings(path: str | Path) -> tuple[str, dict[int, str], dict[str, Any]]
     return rater, ratings, analysis if isinstance(analysis, dict) else {}
 
 
+def _same_featuremap(info: dict[str, Any], summary: dict[str, Any]) -> bool:
+    """Whether a ratings file's analysis header names the analysis's feature map: by weights
+    fingerprint where both have one, else by the feature map directory's name."""
+    recorded = ((summary.get("inputs") or {}).get("featuremap") or {}).get("fingerprint")
+    if info.get("fingerprint") and recorded:
+        return bool(info["fingerprint"] == recorded)
+    if not info.get("featuremap") or not summary.get("featuremap"):
+        return True
+    return Path(str(info["featuremap"])).name == Path(str(summary["featuremap"])).name
+
+
 def _confusion(verdict: Sequence[str], rating: Sequence[str]) -> dict[str, dict[str, int]]:
     counts = Counter(zip(verdict, rating, strict=True))
     return {g: {lab: counts[(g, lab)] for lab in LABELS} for g in VERDICT}
@@ -161,11 +172,7 @@ def agreement(
     rated: list[dict[int, str]] = []
     for path in ratings:
         rater, r, info = read_ratings(path)
-        if info.get("n_features") not in (None, len(groups)) or (
-            info.get("featuremap")
-            and summary.get("featuremap")
-            and info["featuremap"] != summary["featuremap"]
-        ):
+        if info.get("n_features") not in (None, len(groups)) or not _same_featuremap(info, summary):
             raise MonoscopeError(
                 f"{path}: rated on another analysis ({info.get('featuremap')}, "
                 f"{info.get('n_features')} features), not {analysis}"

@@ -31,6 +31,7 @@ from .._util import (
     versions,
     write_json,
 )
+from ..artefacts import HISTOGRAMS_FILE, read_feature_table  # noqa: F401 (also importable here)
 from ..config import DEFAULT_RULE, MIN_FIRINGS, PSEUDO_FIRINGS
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.center import CenteredMap, center_featuremap
@@ -47,6 +48,7 @@ from .evidence import (
     expected_counts,
 )
 from .gap import GapAccumulator
+from .histograms import HistogramAccumulator
 from .mds import (
     DEFINITIONS,
     GROUPS,
@@ -203,12 +205,14 @@ def analyze(
     moments_acc = MomentAccumulator(k)
     test = SignFlipTest(k, permutations, seed) if rule == "test" else None
     gap = GapAccumulator(store.dim, gap_bootstrap, seed)
+    hist = HistogramAccumulator(k)
     consumers: list[Callable[[Batch], None]] = [
         lambda b: gap.update(b.x_img, b.x_txt),
         lambda b: img.update(b.a_img, b.start),
         lambda b: txt.update(b.a_txt, b.start),
         lambda b: ms_img.update(b.a_img, b.x_img),
         lambda b: ms_txt.update(b.a_txt, b.x_txt),
+        lambda b: hist.update(b.a_img, b.a_txt),
         *(
             partial(lambda acc, b: acc.update(b.a_img, b.a_txt), acc)
             for acc in (moments_acc, ratios, test)
@@ -259,6 +263,7 @@ def analyze(
         tops[modality] = stats.top()
         save_npy(out / "top" / f"{modality}_idx.npy", tops[modality][0])
         save_npy(out / "top" / f"{modality}_val.npy", tops[modality][1])
+    hist.save(out / HISTOGRAMS_FILE)
     mono, mono_summary = _monosemanticity(
         store, {m: tops[m][0] for m in tops}, grouping.groups, top_m, null_sets, seed
     )
@@ -465,18 +470,3 @@ def write_feature_table(path: Path, columns: dict[str, np.ndarray]) -> Path:
             w.writerows([fmt(v) for v in row] for row in rows)
 
     return atomic_write(path, write)
-
-
-def read_feature_table(path: str | Path) -> dict[str, np.ndarray]:
-    """Read ``features.csv`` back into columns (numeric where possible)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        names = next(reader)
-        cols = list(zip(*reader, strict=True)) or [() for _ in names]
-    out: dict[str, np.ndarray] = {}
-    for name, values in zip(names, cols, strict=True):
-        try:
-            out[name] = np.array([float(v) if v else np.nan for v in values])
-        except ValueError:
-            out[name] = np.array(values, dtype=str)
-    return out

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from .._util import MonoscopeError, atomic_write, versions, write_json
+from ..artefacts import COMPARE_VERSION, Analysis
 from ..integrity import check_analysis_current
 from ..locks import locked
 from ..outputs import prepare_out
-from .analyze import read_feature_table
 from .centring import centring_effects
 from .evidence import RARE, UNDETERMINED
 from .mds import GROUPS
@@ -46,7 +46,7 @@ def compare(
     if names is not None and len(names) != len(paths):
         raise MonoscopeError(f"--names has {len(names)} entries for {len(paths)} analyses")
     summaries = [check_analysis_current(p) for p in paths]  # refuses stale analyses
-    tables = [read_feature_table(p / "features.csv") for p in paths]
+    tables = [Analysis(p).features for p in paths]
     labels = list(names) if names else [_name(s, p) for s, p in zip(summaries, paths, strict=True)]
     if len(set(labels)) != len(labels):
         raise MonoscopeError(f"analysis names must be distinct: {labels}; pass --names")
@@ -84,6 +84,7 @@ def compare(
     write_json(
         out / "compare.json",
         {
+            "format_version": COMPARE_VERSION,
             "analyses": entries,
             "mds_bins": bins.tolist(),
             "win_rate": wins,

@@ -11,7 +11,6 @@ resource, so the page never touches the network.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import io
 import json
@@ -31,12 +30,27 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from PIL import Image
 
-from .._util import MonoscopeError, read_json, write_text
+from .._util import MonoscopeError, write_text
+from ..artefacts import (
+    REQUIRED_COLUMNS,
+    Analysis,
+    Summary,
+    read_ablation,
+    read_compare,
+    read_feature_table,
+)
 from ..data import load_image_ref
 from ..integrity import check_analysis_current, check_pairs_file
 from . import plots
 from .histograms import Histograms, activation_histograms
-from .inputs import Study, load_study, load_words, read_optional_json, resolve_inputs
+from .inputs import (
+    Portable,
+    Study,
+    load_study,
+    load_words,
+    read_optional,
+    resolve_inputs,
+)
 from .rating import rating_context
 from .vocab import vocabulary_view
 
@@ -46,6 +60,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 THUMB_PX = 64
 SHOWN_CAPTIONS = 5
 PAGE_SIZE = 48
+WIDE_FIGURE_PX = 640  # study figures wider than a half-page column span the whole page
 CSS_FILES = ("report.css", "extras.css")
 JS_FILES = ("report.js", "rating.js")
 
@@ -93,49 +108,59 @@ class Feature:
     extra: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
 
-def _float(s: str | None) -> float:
-    if s in (None, ""):
-        return math.nan
-    try:
-        return float(s)
-    except ValueError:
-        return math.nan
-
-
 def read_features(path: Path) -> list[Feature]:
-    """Read ``features.csv``; optional columns (CIs, confidence, metrics, name) may be absent."""
-    if not path.is_file():
-        raise MonoscopeError(f"{path}: file not found (is this an analysis directory?)")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = set(reader.fieldnames or ())
-        missing = {"feature", "alive", "mu_img", "mu_txt", "mds", "group"} - fields
-        if missing:
-            raise MonoscopeError(f"{path}: missing columns {', '.join(sorted(missing))}")
-        extra_cols = [
-            c for c in NUMERIC_COLUMNS if c in fields and c not in Feature.__dataclass_fields__
-        ]
-        out = []
-        for row in reader:
-            lo, hi = _float(row.get("mds_ci_low")), _float(row.get("mds_ci_high"))
-            confidence = _float(row.get("confidence"))
-            out.append(
-                Feature(
-                    id=int(row["feature"]),
-                    alive=row["alive"].strip().lower() in ("1", "true"),
-                    mu_img=_float(row["mu_img"]),
-                    mu_txt=_float(row["mu_txt"]),
-                    mds=_float(row["mds"]),
-                    group=row["group"],
-                    freq_img=_float(row.get("freq_img")),
-                    freq_txt=_float(row.get("freq_txt")),
-                    ci=(lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None,
-                    confidence=confidence if math.isfinite(confidence) else None,
-                    name=(row.get("name") or "").strip(),
-                    extra={c: _float(row.get(c)) for c in extra_cols},
-                )
-            )
-    return out
+    """``features.csv`` as :class:`Feature` rows; optional columns (CIs, confidence, metrics,
+    name) may be absent."""
+    table = read_feature_table(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table]
+    if missing:
+        raise MonoscopeError(f"{path}: missing columns {', '.join(missing)}")
+    return features_of(table)
+
+
+def features_of(table: Mapping[str, np.ndarray]) -> list[Feature]:
+    """The rows of a feature table (:func:`monoscope.artefacts.read_feature_table`)."""
+    n = len(table["feature"])
+    nan = np.full(n, np.nan)
+
+    def col(name: str) -> list[float]:
+        v = table.get(name, nan)
+        return (v if v.dtype.kind == "f" else nan).tolist()
+
+    lo, hi, conf = col("mds_ci_low"), col("mds_ci_high"), col("confidence")
+    extra_cols = [
+        c for c in NUMERIC_COLUMNS if c in table and c not in Feature.__dataclass_fields__
+    ]
+    extras = {c: col(c) for c in extra_cols}
+    names = table["name"].tolist() if "name" in table else [""] * n
+    cols = zip(
+        table["feature"].tolist(),
+        table["alive"].tolist(),
+        col("mu_img"),
+        col("mu_txt"),
+        col("mds"),
+        table["group"].tolist(),
+        col("freq_img"),
+        col("freq_txt"),
+        strict=True,
+    )
+    return [
+        Feature(
+            id=int(k),
+            alive=alive == 1,
+            mu_img=mu_i,
+            mu_txt=mu_t,
+            mds=mds,
+            group=group,
+            freq_img=f_i,
+            freq_txt=f_t,
+            ci=(lo[i], hi[i]) if math.isfinite(lo[i]) and math.isfinite(hi[i]) else None,
+            confidence=conf[i] if math.isfinite(conf[i]) else None,
+            name=names[i].strip(),
+            extra={c: extras[c][i] for c in extra_cols},
+        )
+        for i, (k, alive, mu_i, mu_t, mds, group, f_i, f_t) in enumerate(cols)
+    ]
 
 
 def select_top(features: Iterable[Feature], group: str, n: int | None) -> list[Feature]:
@@ -308,18 +333,12 @@ def _json_script(obj: Any) -> Markup:
     return Markup(text.replace("\u2029", "\\u2029"))
 
 
-def _load_top(top_dir: Path) -> dict[str, np.ndarray]:
-    top = {}
-    for name in ("image_idx", "image_val", "text_idx", "text_val"):
-        path = top_dir / f"{name}.npy"
-        if not path.is_file():
-            raise MonoscopeError(f"{path}: file not found (is this an analysis directory?)")
-        top[name] = np.load(path, mmap_mode="r")
-    return top
-
-
 def _num_or_none(x: Any) -> float | None:
     return float(x) if _is_num(x) else None
+
+
+def _int_or_none(x: Any) -> int | None:
+    return int(x) if _is_num(x) and float(x).is_integer() else None
 
 
 def _round(x: float, sig: int = 4) -> float | None:
@@ -478,16 +497,13 @@ def _figures(
     return figs
 
 
-def _overview(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers for the overview tiles and pipeline strip."""
-    fm = summary.get("featuremap_metrics") or {}
-    fm = fm if isinstance(fm, Mapping) else {}
+def _overview(summary: Summary) -> dict[str, Any]:
+    """Numbers for the overview tiles, each with the sample it was measured on."""
+    fm, metrics = summary.featuremap_metrics, summary.metrics
     skipped = summary.get("skipped")
     n_skipped = skipped.get("count") if isinstance(skipped, Mapping) else skipped
     reasons = skipped.get("reasons") if isinstance(skipped, Mapping) else None
     retrieval = fm.get("retrieval") if isinstance(fm.get("retrieval"), Mapping) else {}
-    metrics = summary.get("metrics") or {}
-    dead = fm.get("dead_fraction", fm.get("never_active_fraction"))
     return {
         "n_skipped": n_skipped if _is_num(n_skipped) else None,
         "skip_reasons": dict(reasons) if isinstance(reasons, Mapping) else {},
@@ -497,53 +513,52 @@ def _overview(summary: Mapping[str, Any]) -> dict[str, Any]:
         "l0": _fm_metric(fm, "l0"),
         "l0_img": _fm_metric(fm, "l0", "image"),
         "l0_txt": _fm_metric(fm, "l0", "text"),
-        "dead": float(dead) if _is_num(dead) else None,
-        "never_active": fm.get("never_active_fraction")
-        if _is_num(fm.get("never_active_fraction"))
-        else None,
-        "retrieval_feature": retrieval.get("feature") if isinstance(retrieval, Mapping) else None,
-        "retrieval_original": retrieval.get("original") if isinstance(retrieval, Mapping) else None,
+        "dead": _num_or_none(fm.get("dead_fraction")),
+        "dead_window": _int_or_none(fm.get("dead_window")),
+        "never_active": _num_or_none(fm.get("never_active_fraction")),
+        "retrieval_feature": retrieval.get("feature"),
+        "retrieval_original": retrieval.get("original"),
+        "retrieval_pairs": _int_or_none(retrieval.get("pairs")),
         "above_p95_img": metrics.get("share_above_random_p95_img"),
         "above_p95_txt": metrics.get("share_above_random_p95_txt"),
     }
 
 
-def _details(summary: Mapping[str, Any], analysis_dir: Path) -> list[tuple[str, list]]:
-    """Settings-and-provenance tables."""
+def _details(summary: Summary, portable: Portable) -> list[tuple[str, list]]:
+    """Settings-and-provenance tables (paths relative to the report)."""
     settings = {
-        k: summary[k]
+        k: summary.get(k)
         for k in ("mds", "grouping", "intervals", "top_m", "top_kept", "seed", "n_pairs")
         if summary.get(k) is not None
     }
-    if isinstance(summary.get("metrics"), Mapping) and "evaluator" in summary["metrics"]:
-        settings["evaluator"] = summary["metrics"]["evaluator"]
+    if "evaluator" in summary.metrics:
+        settings["evaluator"] = summary.metrics["evaluator"]
     tables = [
         ("model", summary.get("model")),
         ("data", summary.get("source")),
         ("analysis settings", settings),
-        ("feature map metrics", summary.get("featuremap_metrics")),
+        ("feature map metrics", summary.featuremap_metrics),
         ("skipped records", summary.get("skipped")),
         ("versions", summary.get("versions")),
         (
-            "paths",
+            "paths (relative to this report)",
             {
-                "analysis": str(analysis_dir.resolve()),
-                "store": summary.get("store", "?"),
-                "feature map": summary.get("featuremap", "?"),
+                "analysis": portable.path(portable.analysis),
+                "store": portable.path(summary.store) if summary.store else "?",
+                "feature map": portable.path(summary.featuremap) if summary.featuremap else "?",
             },
         ),
     ]
-    return [(title, _flatten(obj)) for title, obj in tables if obj]
+    return [(title, _flatten(portable.json(obj))) for title, obj in tables if obj]
 
 
 def _ablation_view(ablation: Mapping[str, Any]) -> dict[str, Any] | None:
-    removals = ablation.get("removals")
-    if not isinstance(removals, Mapping):
-        return None
+    """The ablation section of an ``ablation.json`` (:func:`monoscope.artefacts.read_ablation`)."""
+    removals = ablation["removals"]
     svg = plots.ablation_bars(ablation)
     if svg is None:
         return None
-    names: list[str] = list((ablation.get("baseline") or {}).keys())
+    names: list[str] = list(ablation["baseline"])
     rows = []
     for g in plots.GROUPS:
         rem = removals.get(g) or {}
@@ -555,7 +570,7 @@ def _ablation_view(ablation: Mapping[str, Any]) -> dict[str, Any] | None:
             c = (rem.get("control") or {}).get(name) or {}
             cells.append((m.get("drop"), m.get("drop_ci"), c.get("drop"), c.get("drop_ci")))
         rows.append((g, rem.get("n_features"), cells))
-    settings = ablation.get("settings") if isinstance(ablation.get("settings"), Mapping) else {}
+    settings = ablation.get("settings") or {}
     return {
         "svg": Markup(svg),
         "names": [plots._metric_label(n) for n in names],
@@ -567,13 +582,14 @@ def _ablation_view(ablation: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _compare_view(compare: Mapping[str, Any], analysis_dir: Path) -> dict[str, Any] | None:
-    entries = [e for e in compare.get("analyses") or [] if isinstance(e, Mapping)]
+    """The comparison panels of a ``compare.json`` (:func:`monoscope.artefacts.read_compare`)."""
+    entries = [e for e in compare["analyses"] if isinstance(e, Mapping)]
     if not entries:
         return None
     here = str(analysis_dir.resolve())
     current = next((e.get("name") for e in entries if str(e.get("path")) == here), None)
     bins = compare.get("mds_bins") or np.linspace(0, 1, 21).tolist()
-    wins = compare.get("win_rate") if isinstance(compare.get("win_rate"), Mapping) else {}
+    wins = compare["win_rate"]
     metrics = [m for m in plots.METRIC_TITLES if isinstance(wins.get(m), Mapping) and wins[m]]
     names = [str(e.get("name")) for e in entries]
     keys = [f"{a} > {b}" for i, a in enumerate(names) for b in names[i + 1 :]]
@@ -616,8 +632,9 @@ def render_report(
         agree: ``agree.json`` of ``monoscope agree`` or its directory (default:
             ``<run>/agree``), shown beside the blind rating mode.
         discover: look for ablation, compare and studies in ``<run>`` when not given.
-        exact_histograms: count every feature's activations over the store (one pass through
-            the feature map); otherwise, or without the store, histogram the top-m values.
+        exact_histograms: show the exact activation histograms of the analysis pass
+            (``histograms.safetensors``); otherwise, or for an analysis made before they were
+            written, histograms of the top-m values.
         max_features: cap on the features in the explorer (default: every alive feature),
             shared among the groups in proportion to their sizes.
         thumbs_per_feature: top images shown per feature.
@@ -626,17 +643,19 @@ def render_report(
     t0 = time.perf_counter()
     analysis_dir, out = Path(analysis_dir), Path(out)
     check_analysis_current(analysis_dir)  # refuses an analysis whose store changed since
-    summary = read_json(analysis_dir / "summary.json")
-    features = read_features(analysis_dir / "features.csv")
-    top = _load_top(analysis_dir / "top")
-    n_top = top["image_idx"].shape[0]
-    if any(f.id >= n_top for f in features):
-        raise MonoscopeError(f"{analysis_dir / 'top'}: fewer rows ({n_top}) than features")
-
+    analysis = Analysis(analysis_dir)
+    summary = analysis.summary
+    features = features_of(analysis.features)
+    top = analysis.top
     notices: list[str] = []
+    abl_path, cmp_path, study_dirs = resolve_inputs(
+        analysis_dir, ablation, compare, studies, discover, notices
+    )
+    portable = Portable(out, analysis_dir, summary, [abl_path, cmp_path, *study_dirs])
+
     chosen = choose_features(features, max_features)
     n_alive = sum(1 for f in features if f.alive and f.group in plots.VERDICTS)
-    notices.extend(f"Warning: {w}." for w in summary.get("warnings") or [])
+    notices.extend(f"Warning: {w}." for w in summary.warnings)
     if len(chosen) < n_alive:
         notices.append(
             f"The explorer shows {len(chosen):,} of {n_alive:,} alive features "
@@ -646,7 +665,7 @@ def render_report(
     for f in chosen:
         rows.update(int(i) for i in top["image_idx"][f.id, :thumbs_per_feature] if i >= 0)
         rows.update(int(i) for i in top["text_idx"][f.id, :captions_per_feature] if i >= 0)
-    store = summary.get("store")
+    store = summary.store
     pairs_path = Path(store) / "pairs.jsonl" if store else None
     if pairs_path is not None and pairs_path.is_file():
         check_pairs_file(pairs_path.parent)  # captions must be the ones the analysis saw
@@ -657,35 +676,35 @@ def render_report(
             f"Store not found ({store or 'no path in summary.json'}): no captions or thumbnails."
         )
     words = load_words(analysis_dir, notices)
-    hist = activation_histograms(summary, dict(top), exact=exact_histograms and bool(pairs))
+    hist = activation_histograms(analysis.histograms if exact_histograms else None, dict(top))
     thumbnails = Thumbnails()
     explorer = _explorer(
         chosen, top, pairs, thumbnails, hist, words, thumbs_per_feature, captions_per_feature
     )
     explorer["page"] = PAGE_SIZE
     explorer.update(vocabulary_view(analysis_dir, [f.id for f in chosen], notices))
-    grouping = summary.get("grouping") or {}
+    grouping, metrics = summary.grouping, summary.metrics
     explorer["thresholds"] = [_num_or_none(grouping.get(k)) for k in ("low", "high")]
-    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
     explorer["p95"] = [
         _num_or_none((metrics.get(f"random_embsim_{m}") or {}).get("p95")) for m in ("img", "txt")
     ]
     if thumbnails.failed:
         notices.append(f"{thumbnails.failed} thumbnail(s) could not be loaded (see the log).")
 
-    abl_path, cmp_path, study_dirs = resolve_inputs(
-        analysis_dir, ablation, compare, studies, discover, notices
-    )
-    abl = read_optional_json(abl_path, notices)
+    abl = read_optional(read_ablation, abl_path, notices)
     if abl and (abl.get("settings") or {}).get("inputs", summary.get("inputs")) != summary.get(
         "inputs"
     ):
         notices.append(f"{abl_path}: made from other inputs than this analysis; left out.")
         abl = None
-    cmp_ = read_optional_json(cmp_path, notices)
+    cmp_ = read_optional(read_compare, cmp_path, notices)
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
+    for study in study_views:
+        study.path = portable.path(study.path)
     extras = rating_context(analysis_dir, chosen, explorer, summary, agree, discover, notices)
-    groups = summary.get("groups") or {}
+    if extras.get("agree"):
+        extras["agree"]["path"] = portable.path(extras["agree"]["path"])
+    groups = summary.groups
     sweep = metrics.get("m_sweep") if isinstance(metrics.get("m_sweep"), Mapping) else {}
     metric_svg = plots.metric_panels(metrics) if metrics else None
     sweep_svg = plots.m_sweep(sweep, metrics) if sweep else None
@@ -695,10 +714,10 @@ def render_report(
         .get_template("report.html.j2")
         .render(
             summary=summary,
-            model_name=_model_name(summary.get("model") or {}),
-            source_name=_source_name(summary.get("source")),
+            model_name=portable.text(_model_name(summary.get("model") or {})),
+            source_name=portable.text(_source_name(summary.get("source"))),
             overview=_overview(summary),
-            details=_details(summary, analysis_dir),
+            details=_details(summary, portable),
             groups=groups,
             group_ci={g: plots.group_ci(groups.get(g) or {}) for g in plots.GROUPS},
             grouping=grouping,
@@ -709,23 +728,24 @@ def render_report(
             metric_svg=Markup(metric_svg) if metric_svg else None,
             sweep_svg=Markup(sweep_svg) if sweep_svg else None,
             ablation=_ablation_view(abl) if abl else None,
-            ablation_path=str(abl_path) if abl_path else None,
+            ablation_path=portable.path(abl_path) if abl_path else None,
             compare=_compare_view(cmp_, analysis_dir) if cmp_ else None,
-            compare_path=str(cmp_path) if cmp_path else None,
+            compare_path=portable.path(cmp_path) if cmp_path else None,
             centring=(cmp_ or {}).get("centring") or [],
             vocab_source=explorer.get("vocab_source"),
-            rating_json=_json_script(extras["rating"]),
+            rating_json=_json_script(portable.json(extras["rating"])),
             **extras,
             words=words,
             studies=study_views,
+            wide_figure_px=WIDE_FIGURE_PX,
             n_explorer=len(chosen),
             hist_source=hist.source,
             hist_n=hist.n_pairs,
             explorer_json=_json_script(explorer),
             thumbs_json=_json_script(thumbnails.uris),
-            summary_json=_json_script(_jsonable(summary)),
-            notices=notices,
-            analysis_dir=str(analysis_dir.resolve()),
+            summary_json=_json_script(_jsonable(portable.json(summary.raw))),
+            notices=[portable.text(n) for n in notices],
+            analysis_dir=portable.path(analysis_dir),
             css=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in CSS_FILES)),
             js=Markup("\n".join((TEMPLATES / n).read_text(encoding="utf-8") for n in JS_FILES)),
         )

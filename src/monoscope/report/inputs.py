@@ -1,5 +1,6 @@
-"""The optional inputs of the report, read defensively: ``words.json`` of the analysis, and the
-run-level outputs ``ablation/ablation.json``, ``compare/compare.json`` and ``studies/*/``.
+"""The optional inputs of the report: ``words.json`` of the analysis, and the run-level outputs
+``ablation/ablation.json``, ``compare/compare.json`` and ``studies/*/`` (read through
+:mod:`monoscope.artefacts`), and the paths the report shows (relative to the report).
 
 Run-level outputs are found by convention in the analysis directory's parent (the run
 directory) unless given explicitly. Anything unreadable becomes a notice, never an exception:
@@ -13,13 +14,17 @@ import io
 import json
 import logging
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from .._util import MonoscopeError
+from ..artefacts import Summary, read_study
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,59 @@ def read_optional_json(path: Path | None, notices: list[str]) -> dict[str, Any] 
         notices.append(f"{path}: not a JSON object; its section is left out.")
         return None
     return data
+
+
+def read_optional(
+    reader: Callable[[Path], dict[str, Any]], path: Path | None, notices: list[str]
+) -> dict[str, Any] | None:
+    """``reader(path)``, or None (with a notice if ``path`` exists but cannot be read)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return reader(path)
+    except MonoscopeError as e:
+        notices.append(f"{e}; its section is left out.")
+        return None
+
+
+class Portable:
+    """Paths as the report shows them: relative to the report's directory, never absolute
+    (so a report names nothing of the machine it was made on)."""
+
+    def __init__(
+        self, report: Path, analysis: Path, summary: Summary, others: Iterable[Path | None]
+    ) -> None:
+        self.base = report.resolve().parent
+        self.analysis = analysis.resolve()
+        inputs = summary.inputs
+        named = [
+            summary.store,
+            summary.featuremap,
+            *((inputs.get(k) or {}).get("path") for k in ("store", "featuremap")),
+            *others,
+        ]
+        roots = {self.analysis, self.analysis.parent, self.base}
+        roots.update(Path(str(p)).resolve() for p in named if p)
+        ordered = sorted((r for r in roots if r.parent != r), key=lambda r: -len(str(r)))
+        self._pattern = re.compile("|".join(re.escape(str(r)) + r"(?![\w.-])" for r in ordered))
+
+    def path(self, path: str | Path) -> str:
+        """``path`` relative to the report's directory."""
+        return os.path.relpath(Path(path).resolve(), self.base)
+
+    def text(self, text: str) -> str:
+        """``text`` with the absolute paths it names made relative."""
+        if os.path.isabs(text) and len(text) > 1 and "\n" not in text:
+            return self.path(text)
+        return self._pattern.sub(lambda m: self.path(m.group(0)), text)
+
+    def json(self, obj: Any) -> Any:
+        """A JSON-like object with every string passed through :meth:`text`."""
+        if isinstance(obj, Mapping):
+            return {k: self.json(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self.json(v) for v in obj]
+        return self.text(obj) if isinstance(obj, str) else obj
 
 
 def _json_in(path: Path | str | None, name: str) -> Path | None:
@@ -181,7 +239,7 @@ def findings(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             block = {key: block}
         for claim, entry in block.items():
             if isinstance(entry, Mapping) and isinstance(entry.get("verdict"), str):
-                label = str(claim).replace("_", " ")
+                label = str(entry.get("claim", claim)).replace("_", " ")
                 out.append((label, str(entry.get("criterion", "")), entry["verdict"]))
     return out
 
@@ -215,7 +273,7 @@ def load_study(path: Path, notices: list[str]) -> Study:
     key = path.name
     study = Study(key, STUDY_TITLES.get(key.lower(), _humanise(key, "")), str(path))
     jsons = sorted(path.glob("*.json"), key=lambda p: (p.stem != key, p.name))
-    data = read_optional_json(jsons[0], notices) if jsons else None
+    data = read_optional(read_study, jsons[0], notices) if jsons else None
     if data is not None:
         study.findings = findings(data)
         study.rows = numeric_rows(data)

@@ -52,9 +52,11 @@ def rating_sample(
     ]
     order = [picked[i] for i in rng.permutation(len(picked))]
     ids = [int(features[p].id) for p in order]
-    analysis = {
-        "featuremap": summary.get("featuremap"),
-        "store": summary.get("store"),
+    fmap_input = (summary.get("inputs") or {}).get("featuremap") or {}
+    analysis = {  # names, not paths: the page must not carry the machine's paths
+        "featuremap": Path(str(summary.get("featuremap") or "")).name or None,
+        "fingerprint": fmap_input.get("fingerprint"),
+        "store": Path(str(summary.get("store") or "")).name or None,
         "n_features": summary.get("n_features"),
     }
     key = hashlib.sha256(json.dumps([analysis, ids, seed]).encode()).hexdigest()[:16]

@@ -15,9 +15,10 @@ from PIL import Image
 
 from .._util import MonoscopeError, atomic_write, resolve_device
 from ..analysis.ablation import class_prompts
-from ..analysis.analyze import analyze, read_feature_table
+from ..analysis.analyze import analyze
 from ..analysis.mds import GROUPS
 from ..analysis.monosemanticity import unit_rows
+from ..artefacts import Analysis
 from ..data import BadRecord, load_image_ref
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..encoders.pocket import fit_square
@@ -97,13 +98,12 @@ def open_inputs(
             progress=progress,
             overwrite=True,
         )
-    table = Path(analysis) / "features.csv"
-    if not table.is_file():
+    if not (Path(analysis) / "features.csv").is_file():
         raise MonoscopeError(f"{analysis}: not an analysis (no features.csv)")
     check_analysis_matches(
         Path(analysis), store, None if isinstance(featuremap, FeatureMap) else Path(featuremap)
     )
-    groups = read_feature_table(table)["group"].astype(str)
+    groups = Analysis(analysis).groups
     if len(groups) != fmap.n_features:
         raise MonoscopeError(
             f"the analysis has {len(groups)} features but the feature map has {fmap.n_features}"

@@ -43,6 +43,7 @@ from ..analysis.ablation import (
     zero_shot_hits,
 )
 from ..analysis.monosemanticity import mean_ci
+from ..artefacts import STUDY_VERSION
 from ..config import EPSILONS, OBJECTIVES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
@@ -200,6 +201,7 @@ def adversarial_study(
 
     ctx = _Context(inp, pairs, rows, y, names, templates, batch_size)
     result: dict[str, Any] = {
+        "format_version": STUDY_VERSION,
         "n_images": len(rows),
         "n_classes": len(names),
         "store_consistency": ctx.consistency,
@@ -489,11 +491,22 @@ def _verdict(defence: dict[str, Any], seed: int) -> dict[str, Any]:
         groups = {g: v["gain"] for g, v in gains.items() if g != "all"}
         top = max(groups.values(), default=None)
         best = sorted(g for g, v in groups.items() if v == top)
+        significant = bool(best) and gains[best[0]]["ci"][0] > 0
+        if not best:
+            verdict = "not measurable: no group has features"
+        elif best != ["TextD"]:
+            verdict = f"does not hold: {' and '.join(best)} gain{'s' * (len(best) == 1)} most"
+        else:
+            verdict = "holds" if significant else "direction only: the gain's 95% CI includes 0"
         out[kind] = {
+            "claim": f"aligning TextD is the best defence ({kind})",
+            "criterion": f"TextD's {kind} defence gains the most zero-shot accuracy over no "
+            "defence, with a 95% CI above 0",
+            "verdict": verdict,
             "gain_over_undefended": gains,
             "best_groups": best,
             "TextD_best": best == ["TextD"],
-            "best_gain_significant": bool(best) and gains[best[0]]["ci"][0] > 0,
+            "best_gain_significant": significant,
         }
     return out
 

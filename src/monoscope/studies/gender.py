@@ -33,6 +33,7 @@ from .._util import MonoscopeError, versions, write_json
 from ..analysis.ablation import paired_drop, remove_features, zero_shot_hits
 from ..analysis.monosemanticity import mean_ci, unit_rows
 from ..analysis.uncertainty import SignFlipTest, benjamini_hochberg
+from ..artefacts import STUDY_VERSION
 from ..config import GENDER_TEMPLATES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
@@ -250,6 +251,7 @@ def gender_study(
         removals[name] = entry
 
     result: dict[str, Any] = {
+        "format_version": STUDY_VERSION,
         "classes": list(classes),
         "n_images": {c: int((side == i).sum()) for i, c in enumerate(classes)},
         "baseline": removals["none"],

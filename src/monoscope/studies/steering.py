@@ -34,6 +34,7 @@ import torch
 
 from .._util import MonoscopeError, versions, write_json
 from ..analysis.monosemanticity import mean_ci, unit_rows
+from ..artefacts import STUDY_VERSION
 from ..config import ALPHAS
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
@@ -186,6 +187,7 @@ def steer_study(
         groups_out[g] = entry
 
     result: dict[str, Any] = {
+        "format_version": STUDY_VERSION,
         "concept": concept,
         "modality": modality,
         "alphas": [float(a) for a in alphas],
@@ -286,11 +288,30 @@ def _verdict(groups: dict[str, Any]) -> dict[str, Any]:
     reference image. Compared here at the largest alpha."""
     last = {g: e["per_alpha"][-1] for g, e in groups.items() if "per_alpha" in e}
     if "ImgD" not in last or "TextD" not in last:
-        return {"note": "needs concept features in both ImgD and TextD"}
+        note = "needs concept features in both ImgD and TextD"
+        return {"note": note, "verdict": f"not measurable: {note}"}
     gain = {g: v["concept_gain"]["mean"] for g, v in last.items()}
     keep = {g: v["source_cosine"]["mean"] for g, v in last.items()}
     rank = {g: v["source_rank"]["mean"] for g, v in last.items()}
+    by_cosine = _above(last["ImgD"]["source_cosine"], last["TextD"]["source_cosine"])
+    by_rank = _above(last["TextD"]["source_rank"], last["ImgD"]["source_rank"])  # lower: kept
+    if by_cosine == by_rank:
+        preserve = by_cosine
+    elif "holds" in (by_cosine, by_rank):
+        preserve = f"partly: by {'cosine' if by_cosine == 'holds' else 'rank'} only"
+    else:
+        preserve = f"by cosine: {by_cosine}; by rank: {by_rank}"
     return {
+        "TextD_edits_control_semantics_more": {
+            "criterion": "at the largest alpha, TextD edits gain more of the concept than ImgD "
+            "edits (95% CIs apart)",
+            "verdict": _above(last["TextD"]["concept_gain"], last["ImgD"]["concept_gain"]),
+        },
+        "ImgD_edits_preserve_the_source_more": {
+            "criterion": "at the largest alpha, ImgD edits keep the source closer than TextD "
+            "edits, by cosine and by gallery rank (95% CIs apart)",
+            "verdict": preserve,
+        },
         "criterion": "at the largest alpha: concept gain (TextD vs ImgD); source preservation "
         "(ImgD vs TextD) by cosine to the source and by the source's gallery rank",
         "concept_gain": gain,
@@ -300,6 +321,16 @@ def _verdict(groups: dict[str, Any]) -> dict[str, Any]:
         "ImgD_preserves_source_more_by_cosine": keep["ImgD"] > keep["TextD"],
         "ImgD_preserves_source_more_by_rank": rank["ImgD"] < rank["TextD"],
     }
+
+
+def _above(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Verdict that mean ``a`` exceeds mean ``b`` (two ``mean_ci`` results)."""
+    if a.get("mean") is None or b.get("mean") is None:
+        return "not measurable"
+    if a["mean"] <= b["mean"]:
+        return "does not hold"
+    apart = a.get("ci") and b.get("ci") and a["ci"][0] > b["ci"][1]
+    return "holds" if apart else "direction only: the 95% CIs overlap"
 
 
 def _decoder(

@@ -70,7 +70,7 @@
   };
 
   // ---- state <-> URL hash ----------------------------------------------------------------------
-  const DEFAULT = { groups: [], q: "", min: 0, max: 1, sort: "coherence", desc: true, page: 0, feature: null };
+  const DEFAULT = { groups: [], unknown: [], q: "", min: 0, max: 1, sort: "coherence", desc: true, page: 0, feature: null };
   let state = { ...DEFAULT };
   const DEFAULT_DESC = (sort) => sort !== "id";
 
@@ -79,7 +79,12 @@
     if (!raw.includes("=")) return false;
     const p = new URLSearchParams(location.hash.slice(1));
     const s = { ...DEFAULT };
-    if (p.get("group")) s.groups = p.get("group").split(",").filter((g) => GROUPS.includes(g));
+    if (p.get("group")) {  // group names match in any case; unknown ones are reported
+      const byLower = Object.fromEntries(GROUPS.map((g) => [g.toLowerCase(), g]));
+      const asked = p.get("group").split(",").map((g) => g.trim()).filter(Boolean);
+      s.groups = asked.map((g) => byLower[g.toLowerCase()]).filter(Boolean);
+      s.unknown = asked.filter((g) => !byLower[g.toLowerCase()]);
+    }
     s.q = p.get("q") || "";
     const m = /^([\d.]+)-([\d.]+)$/.exec(p.get("mds") || "");
     if (m) [s.min, s.max] = [Math.max(0, +m[1]), Math.min(1, +m[2])];
@@ -178,7 +183,7 @@
     const sum = (v) => v.reduce((s, x) => s + x, 0);
     const label = `activation histogram: ${sum(a)} non-zero image and ${sum(b)} non-zero caption activations, from 0 to ${sig(H.hi[i])}`;
     const fi = col("fi", i), ft = col("ft", i);
-    return `<figure class="hist"><div class="hl"><span class="lab li" title="fires on ${pct(fi)} of images">▲ images ${pct(fi)}</span><span class="ax" title="the bins span 0 to the largest activation">max ${sig(H.hi[i])}</span></div>` +
+    return `<figure class="hist"><div class="hl"><span class="lab li" title="fires on ${pct(fi)} of images">▲ images ${pct(fi)}</span><span class="ax" title="the bins span 0 to this value (at or at most a third above the largest activation)">0–${sig(H.hi[i])}</span></div>` +
       `<svg viewBox="0 0 120 45" preserveAspectRatio="none" role="img" aria-label="${esc(label)}"><line x1="0" x2="120" y1="22.5" y2="22.5"/>${bars}</svg>` +
       `<div class="hl"><span class="lab lt" title="fires on ${pct(ft)} of captions">▼ captions ${pct(ft)}</span></div></figure>`;
   };
@@ -356,6 +361,8 @@
     $("fx-count").textContent = list.length === N
       ? `${N.toLocaleString("en")} features · ${from}–${from + slice.length - 1}`
       : `${list.length.toLocaleString("en")} of ${N.toLocaleString("en")} features match` + (list.length ? ` · ${from}–${from + slice.length - 1}` : "");
+    if (state.unknown && state.unknown.length)
+      $("fx-count").textContent += ` · ignored unknown group ${state.unknown.join(", ")} (groups: ${GROUPS.join(", ")})`;
     const p = pager(pages);
     $("fx-pager-top").innerHTML = p;
     $("fx-pager-bottom").innerHTML = p;
@@ -374,6 +381,7 @@
     Object.assign(state, changes);
     if (resetPage) state.page = 0;
     if (!("feature" in changes)) state.feature = null;
+    if ("groups" in changes && !("unknown" in changes)) state.unknown = [];
     if (queued) return;
     queued = true;
     requestAnimationFrame(() => { queued = false; render(); });
