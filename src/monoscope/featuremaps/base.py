@@ -28,11 +28,14 @@ class FeatureMap(torch.nn.Module):
     """Base class. Subclasses set ``kind``, implement ``encode`` and ``hparams``.
 
     ``hparams()`` returns the constructor keyword arguments, so ``cls(**hparams)`` rebuilds an
-    empty map whose state dict is then loaded from ``model.safetensors``.
+    empty map whose state dict is then loaded from ``model.safetensors``. Kinds that learn from
+    data also implement the training protocol (:class:`~.protocol.Trainable`); the others have
+    nothing to fit (``trainable`` false) and are saved as built.
     """
 
     kind: ClassVar[str] = ""
     has_decoder: ClassVar[bool] = False
+    trainable: ClassVar[bool] = False
 
     def __init__(self, dim: int):
         super().__init__()

@@ -19,6 +19,7 @@ import torch
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
+from .protocol import Gather, Trainable, TrainStep, no_gather
 
 MODES = ("mean", "gap")
 
@@ -37,7 +38,7 @@ def modality_means(store: Any, batch_size: int = 65536) -> tuple[np.ndarray, np.
 
 
 @register
-class CenteredMap(FeatureMap):
+class CenteredMap(Trainable, FeatureMap):
     """An inner feature map applied to modality-centred embeddings (see the module docstring).
 
     Plain ``encode``/``decode`` raise: centring needs to know each embedding's modality.
@@ -86,8 +87,12 @@ class CenteredMap(FeatureMap):
         return self.inner.has_decoder
 
     @property
-    def data_mode(self) -> str:
-        return getattr(self.inner, "data_mode", "mixed")
+    def trainable(self) -> bool:  # type: ignore[override]
+        return self.inner.trainable
+
+    @property
+    def data_mode(self) -> str:  # type: ignore[override]
+        return self.inner.data_mode if isinstance(self.inner, Trainable) else "mixed"
 
     @property
     def n_features(self) -> int:
@@ -159,35 +164,30 @@ class CenteredMap(FeatureMap):
                 out[m] = self.transform(batch[m], m)
         return out
 
+    def _trained(self) -> Trainable:
+        if not isinstance(self.inner, Trainable):
+            raise MonoscopeError(f"feature map '{self.inner.kind}' has nothing to train")
+        return self.inner
+
     def init_from_data(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> None:
-        self.inner.init_from_data(self._batch(batch), generator)
+        self._trained().init_from_data(self._batch(batch), generator)
 
     def train_loss(
-        self, batch: dict[str, torch.Tensor], dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.inner.train_loss(self._batch(batch), dead)
+        self,
+        batch: dict[str, torch.Tensor],
+        dead: torch.Tensor | None = None,
+        gather: Gather = no_gather,
+    ) -> TrainStep:
+        return self._trained().train_loss(self._batch(batch), dead, gather)
 
     def constrain_grads(self) -> None:
-        self.inner.constrain_grads()
+        self._trained().constrain_grads()
 
     def constrain_params(self) -> None:
-        self.inner.constrain_params()
+        self._trained().constrain_params()
 
     def finalize(self) -> None:
-        self.inner.finalize()
-
-    # data-parallel NCL replaces ``pre_acts`` for the duration of a step: forward it
-    @property
-    def pre_acts(self) -> Any:
-        return self.inner.pre_acts
-
-    @pre_acts.setter
-    def pre_acts(self, fn: Any) -> None:
-        self.inner.pre_acts = fn
-
-    @pre_acts.deleter
-    def pre_acts(self) -> None:
-        del self.inner.pre_acts
+        self._trained().finalize()
 
 
 def center_featuremap(fmap: FeatureMap, store: Any, mode: str | None) -> FeatureMap:

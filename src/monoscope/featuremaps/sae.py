@@ -11,12 +11,12 @@ so a loaded map computes exactly what the trained one did; it is applied in :met
 :meth:`decode` only. Training losses live in the scaled space and are divided by d, so the
 reconstruction term ``mse = mean ||x~ - z @ W_dec||^2 / d`` is about 1 for a zero code.
 
-Training protocol (used by :mod:`monoscope.featuremaps.train`): ``init_from_data`` sets b_pre
-(geometric median), s and the weights; ``train_loss(batch, dead)`` returns the loss and stats
-(``mse``, ``l0``, ``fired`` = which latents fired in the batch); ``constrain_grads`` /
+Training protocol (:mod:`monoscope.featuremaps.protocol`): ``init_from_data`` sets b_pre
+(geometric median), s and the weights; ``train_loss(batch, dead)`` returns the loss, the stats
+(``mse``, ``l0``, ...) and which latents fired in the batch; ``constrain_grads`` /
 ``constrain_params`` keep decoder rows unit norm around each optimiser step; ``finalize`` runs
 once after training. ``dead`` is the trainer's mask of latents silent for its dead window; the
-TopK family spends it on the AuxK loss.
+TopK family spends it on the AuxK loss. The losses are means over rows, so ``gather`` is unused.
 
 The TopK family can also train on sparse codes (:mod:`monoscope.featuremaps.sparse`): only the
 pre-activation GEMM stays dense, the decoder is an ``embedding_bag`` over the selected rows and
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
+from .protocol import Gather, Trainable, TrainStep, no_gather
 from .sparse import ActiveSet, decode_active, gather_pre, use_sparse
 
 Batch = Mapping[str, torch.Tensor]
@@ -69,12 +70,11 @@ def _counts(idx: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=torch.long, device=idx.device).index_add_(0, idx, (vals > 0).long())
 
 
-class SparseAutoencoder(FeatureMap):
+class SparseAutoencoder(Trainable, FeatureMap):
     """What all SAE variants share: parameters, input scaling, decoding, the training loss
     skeleton (reconstruction + ``penalty`` + ``aux_loss``) and the unit-norm decoder."""
 
     has_decoder = True
-    data_mode: ClassVar[str] = "mixed"
     unit_norm_decoder: ClassVar[bool] = True
 
     def __init__(self, dim: int, latents: int = 2048):
@@ -154,8 +154,8 @@ class SparseAutoencoder(FeatureMap):
         return None
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         """Loss of one mixed batch ``{"x": (B, d)}``; ``dead``: (K,) bool mask of dead latents."""
         xs = self.scaled(batch["x"])
         pre = torch.addmm(self.b_enc, xs, self.W_enc)
@@ -171,8 +171,7 @@ class SparseAutoencoder(FeatureMap):
             loss = loss + aux
             stats["aux"] = aux.detach()
         stats["l0"] = counts.sum() / z.shape[0]
-        stats["fired"] = counts > 0
-        return loss, stats
+        return TrainStep(loss, stats, counts > 0)
 
     @torch.no_grad()
     def constrain_grads(self) -> None:
@@ -186,9 +185,6 @@ class SparseAutoencoder(FeatureMap):
         """Renormalise decoder rows to unit norm after a step."""
         if self.unit_norm_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
-
-    def finalize(self) -> None:
-        """Called once after training."""
 
 
 @register
@@ -300,8 +296,8 @@ class _TopKFamily(SparseAutoencoder):
         return mse, mse, recon
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         xs = self.scaled(batch["x"])
         if not self.sparse_training(xs.device):
             return super().train_loss(batch, dead)
@@ -323,8 +319,7 @@ class _TopKFamily(SparseAutoencoder):
             stats["aux"] = aux.detach()
         counts = _counts(active.cols, vals.detach(), self.latents)
         stats["l0"] = counts.sum() / xs.shape[0]
-        stats["fired"] = counts > 0
-        return loss, stats
+        return TrainStep(loss, stats, counts > 0)
 
 
 @register
@@ -352,6 +347,7 @@ class BatchTopKSAE(_TopKFamily):
     """
 
     kind = "sae-batchtopk"
+    synced_buffers: ClassVar[tuple[str, ...]] = ("threshold",)
 
     def __init__(
         self,
@@ -535,7 +531,7 @@ class JumpReLUSAE(SparseAutoencoder):
 
 
 @register
-class PerModalityMap(FeatureMap):
+class PerModalityMap(Trainable, FeatureMap):
     """``--per-modality`` ("late fusion"): one sub-map per modality, features concatenated.
 
     Features ``0..K_img-1`` belong to the image map, ``K_img..`` to the text map. Embeddings must
@@ -547,7 +543,6 @@ class PerModalityMap(FeatureMap):
 
     kind = "per-modality"
     has_decoder = True
-    data_mode: ClassVar[str] = "mixed"
     MODALITIES: ClassVar[tuple[str, str]] = ("image", "text")
 
     def __init__(self, dim: int, image: dict[str, Any], text: dict[str, Any]):
@@ -570,6 +565,10 @@ class PerModalityMap(FeatureMap):
     @property
     def n_features(self) -> int:
         return sum(m.n_features for m in self.maps.values())
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return all(m.trainable for m in self.maps.values())
 
     @property
     def _offsets(self) -> dict[str, int]:
@@ -614,8 +613,8 @@ class PerModalityMap(FeatureMap):
             sub.init_from_data(_rows(batch, m), generator)
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         n = batch["x"].shape[0]
         loss = batch["x"].new_zeros(())
         stats: Stats = {}
@@ -628,13 +627,12 @@ class PerModalityMap(FeatureMap):
                 fired.append(torch.zeros(size, dtype=torch.bool, device=loss.device))
                 continue
             w = part["x"].shape[0] / n
-            sub_loss, sub_stats = sub.train_loss(part, sub_dead)
+            sub_loss, sub_stats, sub_fired = sub.train_loss(part, sub_dead, gather)
             loss = loss + w * sub_loss
-            fired.append(sub_stats.pop("fired"))
+            fired.append(sub_fired)
             for key, value in sub_stats.items():
                 stats[key] = stats.get(key, 0.0) + w * value
-        stats["fired"] = torch.cat(fired)
-        return loss, stats
+        return TrainStep(loss, stats, torch.cat(fired))
 
     def constrain_grads(self) -> None:
         for sub in self.maps.values():
