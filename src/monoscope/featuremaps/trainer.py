@@ -147,12 +147,12 @@ class Trainer:
     ):
         if not isinstance(model, Trainable) or not model.trainable:
             raise MonoscopeError(f"feature map '{model.kind}' has nothing to train")
-        if ddp is not None and stream.batch_size % ddp.world:
-            raise MonoscopeError(
-                f"batch size {stream.batch_size} is not divisible by the {ddp.world} processes"
-            )
         self.model, self.stream, self.out = model, stream, out
         self.settings, self.loop, self.ddp, self.device = settings, loop, ddp or Dist(), device
+        if stream.batch_size % self.ddp.world:
+            raise MonoscopeError(
+                f"batch size {stream.batch_size} is not divisible by the {self.ddp.world} processes"
+            )
         self.ckdir, self.log_path = out / "checkpoints", out / "train_log.jsonl"
         self.opt: torch.optim.Optimizer | None = None
         self.since = torch.zeros(0, dtype=torch.long)
