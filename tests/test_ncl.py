@@ -64,9 +64,10 @@ def test_separate_heads():
     ncl = NCLMap(3, 4, shared=False)
     ncl.init_from_data({}, torch.Generator().manual_seed(0))
     x = torch.randn(2, 3)
-    with pytest.raises(MonoscopeError, match="encode_modality"):
+    with pytest.raises(MonoscopeError, match="pass the modality"):
         ncl.encode(x)
-    zi, zt = ncl.encode_modality(x, "image"), ncl.encode_modality(x, "text")
+    zi, zt = ncl.encode(x, "image"), ncl.encode(x, "text")
+    assert torch.equal(ncl.encode_modality(x, "text"), zt)
     assert torch.equal(zi, torch.relu(x @ ncl.weight["image"].T + ncl.bias["image"]))
     assert torch.equal(zt, torch.relu(x @ ncl.weight["text"].T + ncl.bias["text"]))
     assert not torch.equal(zi, zt)

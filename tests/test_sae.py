@@ -254,8 +254,9 @@ def test_per_modality_blocks():
     assert torch.equal(zi[:, :8], pm.maps["image"].encode(x)) and not zi[:, 8:].any()
     assert torch.equal(zt[:, 8:], pm.maps["text"].encode(x)) and not zt[:, :8].any()
     torch.testing.assert_close(pm.decode_modality(zt, "text"), pm.maps["text"].decode(zt[:, 8:]))
-    with pytest.raises(MonoscopeError, match="encode_modality"):
+    with pytest.raises(MonoscopeError, match="needs the modality"):
         pm.encode(x)
+    assert torch.equal(pm.encode(x, "text"), zt)
     batch = {"x": torch.randn(6, 5), "is_image": torch.tensor([1, 1, 0, 0, 0, 0]).bool()}
     loss, stats, fired = pm.train_loss(batch)
     li, _, _ = pm.maps["image"].train_loss({"x": batch["x"][:2]})

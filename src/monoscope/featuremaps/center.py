@@ -41,7 +41,7 @@ def modality_means(store: Any, batch_size: int = 65536) -> tuple[np.ndarray, np.
 class CenteredMap(Trainable, FeatureMap):
     """An inner feature map applied to modality-centred embeddings (see the module docstring).
 
-    Plain ``encode``/``decode`` raise: centring needs to know each embedding's modality.
+    ``encode``/``decode`` without a modality raise: centring needs each embedding's modality.
     """
 
     kind = "centered"
@@ -128,19 +128,21 @@ class CenteredMap(Trainable, FeatureMap):
         u = self.gap_direction.to(x.dtype)
         return x - (x @ u)[:, None] * u
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a centred feature map needs the modality: use encode_modality")
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._need(modality)
+        return self.inner.encode(self.transform(x, modality), modality)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a centred feature map needs the modality: use decode_modality")
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return self.inner.encode_modality(self.transform(x, modality), modality)
-
-    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._need(modality)
         self.transform(z.new_zeros(1, self.dim), modality)  # validates the modality
         mean = self.mean_image if modality == "image" else self.mean_text
-        return self.inner.decode_modality(z, modality) + mean.to(z.dtype)
+        return self.inner.decode(z, modality) + mean.to(z.dtype)
+
+    @staticmethod
+    def _need(modality: str | None) -> str:
+        if modality is None:
+            raise MonoscopeError("a centred feature map needs the modality of its inputs")
+        return modality
 
     def decoder_directions(self) -> torch.Tensor | None:
         return self.inner.decoder_directions()

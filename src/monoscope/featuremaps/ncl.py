@@ -105,13 +105,10 @@ class NCLMap(Trainable, FeatureMap):
         h = self._head(modality)
         return F.linear(x, self.weight[h], self.bias[h])
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.shared:
-            raise MonoscopeError("this NCL map has one head per modality: use encode_modality")
-        return torch.relu(self.pre_acts(x, "image"))
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return torch.relu(self.pre_acts(x, modality))
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        if modality is None and not self.shared:
+            raise MonoscopeError("this NCL map has one head per modality: pass the modality")
+        return torch.relu(self.pre_acts(x, modality or "image"))
 
     def encoder_directions(self) -> torch.Tensor:
         """(K, d) unit rows of the (image) head's weight: what each feature detects."""

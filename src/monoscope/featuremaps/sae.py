@@ -107,10 +107,10 @@ class SparseAutoencoder(Trainable, FeatureMap):
         """Inference activation of pre-activations."""
         raise NotImplementedError
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         return self.activate(self.pre_acts(x))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         return (z @ self.W_dec) / self.scale + self.b_pre
 
     def decoder_directions(self) -> torch.Tensor:
@@ -535,9 +535,9 @@ class PerModalityMap(Trainable, FeatureMap):
     """``--per-modality`` ("late fusion"): one sub-map per modality, features concatenated.
 
     Features ``0..K_img-1`` belong to the image map, ``K_img..`` to the text map. Embeddings must
-    say which modality they are: ``encode_modality(x, "image")`` returns the image map's codes
-    followed by zeros for the text features (and vice versa), ``decode_modality(z, m)`` decodes
-    with modality m's map from its block of z. Plain ``encode``/``decode`` raise. Sub-maps are any
+    say which modality they are: ``encode(x, "image")`` returns the image map's codes
+    followed by zeros for the text features (and vice versa), ``decode(z, m)`` decodes
+    with modality m's map from its block of z; without a modality they raise. Sub-maps are any
     registered kinds, rebuilt from ``{"kind": ..., "hparams": ...}`` specs.
     """
 
@@ -580,29 +580,26 @@ class PerModalityMap(Trainable, FeatureMap):
             **{m: {"kind": f.kind, "hparams": f.hparams()} for m, f in self.maps.items()},
         }
 
-    def _check(self, modality: str) -> None:
+    def _check(self, modality: str | None) -> str:
+        if modality is None:
+            raise MonoscopeError("a per-modality feature map needs the modality of its inputs")
         if modality not in self.MODALITIES:
             raise MonoscopeError(f"modality must be 'image' or 'text', not {modality!r}")
+        return modality
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a per-modality feature map needs the modality: use encode_modality")
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a per-modality feature map needs the modality: use decode_modality")
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        self._check(modality)
-        codes = self.maps[modality].encode(x)
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._check(modality)
+        codes = self.maps[modality].encode(x, modality)
         out = codes.new_zeros(*codes.shape[:-1], self.n_features)
         start = self._offsets[modality]
         out[..., start : start + codes.shape[-1]] = codes
         return out
 
-    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
-        self._check(modality)
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._check(modality)
         start = self._offsets[modality]
         sub = self.maps[modality]
-        return sub.decode(z[..., start : start + sub.n_features])
+        return sub.decode(z[..., start : start + sub.n_features], modality)
 
     def decoder_directions(self) -> torch.Tensor:
         return torch.cat([f.decoder_directions() for f in self.maps.values()])
