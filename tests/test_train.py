@@ -245,3 +245,12 @@ def test_cli_prints_the_train_warnings(store, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[:2] for line in err] == [["monoscope", " warning"]] * 2
     assert "2000 latents for 300 pairs" in err[0] and "never fired" in err[1]
+
+
+def test_importing_train_registers_every_method():
+    code = (
+        "from monoscope.featuremaps.train import METHODS, build_featuremap\n"
+        "for m in METHODS: build_featuremap(m, 8, latents=16, k=2)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)

@@ -30,6 +30,7 @@ from ..store import Store
 from .base import KINDS, FeatureMap
 from .center import center_featuremap
 from .checkpoint import prepare_run
+from .identity import IdentityMap  # noqa: F401  (registers the "identity" kind)
 from .ncl import NCLMap  # noqa: F401  (registers the "ncl" kind)
 from .protocol import Trainable
 from .sae import SAE_KINDS, PerModalityMap
