@@ -245,7 +245,7 @@ def bench_sae(clock: Clock, device: str, cfg: dict, peak: dict) -> dict:
         dead = torch.zeros(lat, dtype=torch.bool, device=device)
 
         def step(sae=sae, opt=opt, dead=dead) -> None:
-            loss, _ = sae.train_loss({"x": x}, dead)
+            loss, _, _ = sae.train_loss({"x": x}, dead)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sae.constrain_grads()

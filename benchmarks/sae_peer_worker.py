@@ -44,7 +44,7 @@ def build_monoscope(cfg: dict, decoder: str) -> tuple[Step, Callable[[Path, int]
     dead = torch.zeros(cfg["latents"], dtype=torch.bool)
 
     def step(x: torch.Tensor) -> None:
-        loss, _ = sae.train_loss({"x": x}, dead)
+        loss, _, _ = sae.train_loss({"x": x}, dead)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         sae.constrain_grads()

@@ -138,7 +138,7 @@ def crossover(rounds: int, latents=(64, 128, 256, 512, 1024, 8192), k: int = 32)
             opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
 
             def step(sae=sae, opt=opt) -> None:
-                loss, _ = sae.train_loss({"x": x})
+                loss, _, _ = sae.train_loss({"x": x})
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 sae.constrain_grads()

@@ -32,8 +32,8 @@ def test_remove_features_identity_by_hand():
 
 def test_remove_features_keeps_reconstruction_error():
     class Linear(IdentityMap):  # decoder that loses half of every coordinate
-        def decode(self, z):
-            return 0.5 * super().decode(z)
+        def decode(self, z, modality=None):
+            return 0.5 * super().decode(z, modality)
 
     g = Linear(2)
     x = torch.tensor([[2.0, 4.0]])

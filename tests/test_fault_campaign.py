@@ -216,19 +216,19 @@ def resume_finished_other_latents(r, tmp):
 
 def _interrupt_at_first_checkpoint(store: Path, fmap: Path) -> None:
     """Leave an interrupted run in ``fmap``: a checkpoint at step 10, no outputs."""
-    from monoscope.featuremaps import train as T
+    from monoscope.featuremaps import checkpoint as T
 
-    real = T._save_checkpoint
+    real = T.save_checkpoint
 
     def save_then_stop(*a, **k):
         real(*a, **k)
         raise KeyboardInterrupt
 
-    T._save_checkpoint = save_then_stop
+    T.save_checkpoint = save_then_stop
     try:
         assert train(store, fmap, "--checkpoint-every", "10") == 130
     finally:
-        T._save_checkpoint = real
+        T.save_checkpoint = real
 
 
 def resume_on_changed_store(r, tmp):
@@ -788,9 +788,9 @@ def test_csv_row_with_extra_fields_is_an_error(tmp_path) -> None:
 def test_torn_log_line_after_a_full_disk_is_dropped_on_resume(run, tmp_path) -> None:
     """A log line that a full disk cut short (an older monoscope) does not stop --resume."""
     fmap = tmp_path / "f"
-    from monoscope.featuremaps import train as T
+    from monoscope.featuremaps import checkpoint as T
 
-    real = T._save_checkpoint
+    real = T.save_checkpoint
     calls = {"n": 0}
 
     def stop_after_first(*a, **k):
@@ -798,11 +798,11 @@ def test_torn_log_line_after_a_full_disk_is_dropped_on_resume(run, tmp_path) -> 
         calls["n"] += 1
         raise KeyboardInterrupt
 
-    T._save_checkpoint = stop_after_first
+    T.save_checkpoint = stop_after_first
     try:
         assert train(run["store"], fmap, "--checkpoint-every", "10") == 130
     finally:
-        T._save_checkpoint = real
+        T.save_checkpoint = real
     with open(fmap / "train_log.jsonl", "a") as f:
         f.write('{"step": 11, "lo')
     assert train(run["store"], fmap, "--checkpoint-every", "10", "--resume") == 0

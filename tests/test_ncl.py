@@ -40,12 +40,12 @@ def test_forward_and_loss_by_hand():
     ti, tt = torch.tensor(xi, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32)
     np.testing.assert_allclose(ncl.encode(ti).detach().numpy(), zi, rtol=1e-5, atol=1e-6)
     assert torch.equal(ncl.encode_modality(tt, "text"), ncl.encode(tt))  # shared head
-    loss, stats = ncl.train_loss({"image": ti, "text": tt})
+    loss, stats, fired = ncl.train_loss({"image": ti, "text": tt})
     assert loss.item() == pytest.approx(_np_clip_loss(zi, zt, 0.2), rel=1e-5)
     assert stats["l0"].item() == pytest.approx(
         ((zi > 0).sum(1).mean() + (zt > 0).sum(1).mean()) / 2
     )
-    assert stats["fired"].tolist() == ((zi > 0).any(0) | (zt > 0).any(0)).tolist()
+    assert fired.tolist() == ((zi > 0).any(0) | (zt > 0).any(0)).tolist()
 
 
 def test_rep_relu_forward_is_relu_and_gradient_is_gelu_shaped():
@@ -64,9 +64,10 @@ def test_separate_heads():
     ncl = NCLMap(3, 4, shared=False)
     ncl.init_from_data({}, torch.Generator().manual_seed(0))
     x = torch.randn(2, 3)
-    with pytest.raises(MonoscopeError, match="encode_modality"):
+    with pytest.raises(MonoscopeError, match="pass the modality"):
         ncl.encode(x)
-    zi, zt = ncl.encode_modality(x, "image"), ncl.encode_modality(x, "text")
+    zi, zt = ncl.encode(x, "image"), ncl.encode(x, "text")
+    assert torch.equal(ncl.encode_modality(x, "text"), zt)
     assert torch.equal(zi, torch.relu(x @ ncl.weight["image"].T + ncl.bias["image"]))
     assert torch.equal(zt, torch.relu(x @ ncl.weight["text"].T + ncl.bias["text"]))
     assert not torch.equal(zi, zt)

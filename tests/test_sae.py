@@ -69,11 +69,11 @@ def test_topk_forward_and_loss():
     z = _np_topk(pre, 2)
     np.testing.assert_allclose(sae.encode(_t(X)).detach().numpy(), z, rtol=1e-5, atol=1e-6)
     _check_decode(sae, z)
-    loss, stats = sae.train_loss({"x": _t(X)})
+    loss, stats, fired = sae.train_loss({"x": _t(X)})
     mse = ((z @ W_DEC - xs) ** 2).mean()
     assert loss.item() == pytest.approx(mse, rel=1e-5)
     assert stats["l0"].item() == pytest.approx((z > 0).sum(1).mean())
-    assert stats["fired"].tolist() == (z > 0).any(0).tolist()
+    assert fired.tolist() == (z > 0).any(0).tolist()
 
 
 def test_topk_auxk_loss():
@@ -85,10 +85,10 @@ def test_topk_auxk_loss():
     masked = np.where(dead, pre, -np.inf)
     z_aux = _np_topk(masked, 1)
     aux = 0.5 * ((z_aux @ W_DEC - e) ** 2).mean() / (e**2).mean()
-    loss, stats = sae.train_loss({"x": _t(X)}, torch.tensor(dead))
+    loss, stats, _ = sae.train_loss({"x": _t(X)}, torch.tensor(dead))
     assert stats["aux"].item() == pytest.approx(aux, rel=1e-4)
     assert loss.item() == pytest.approx(((z @ W_DEC - xs) ** 2).mean() + aux, rel=1e-4)
-    _, none = sae.train_loss({"x": _t(X)}, torch.zeros(K, dtype=torch.bool))
+    _, none, _ = sae.train_loss({"x": _t(X)}, torch.zeros(K, dtype=torch.bool))
     assert "aux" not in none
 
 
@@ -100,7 +100,7 @@ def test_relu_forward_penalty_and_fold():
     xs, pre = _np_pre()
     z = np.maximum(pre, 0)
     np.testing.assert_allclose(sae.encode(_t(X)).detach().numpy(), z, rtol=1e-5, atol=1e-6)
-    loss, stats = sae.train_loss({"x": _t(X)})
+    loss, stats, _ = sae.train_loss({"x": _t(X)})
     mse = ((z @ w_dec - xs) ** 2).mean()
     penalty = 0.7 * (z @ np.linalg.norm(w_dec, axis=1)).mean() / D
     assert stats["penalty"].item() == pytest.approx(penalty, rel=1e-5)
@@ -119,7 +119,7 @@ def test_batchtopk_train_codes_threshold_and_inference():
     z = np.zeros_like(flat)
     z[keep] = flat[keep]
     z = z.reshape(pre.shape)
-    loss, _ = sae.train_loss({"x": _t(X)})
+    loss, _, _ = sae.train_loss({"x": _t(X)})
     assert loss.item() == pytest.approx(((z @ W_DEC - xs) ** 2).mean(), rel=1e-5)
     first = flat[keep][flat[keep] > 0].min()
     assert sae.threshold.item() == pytest.approx(first, rel=1e-6)  # first batch: set
@@ -145,7 +145,7 @@ def test_matryoshka_sums_prefix_losses():
     z[keep] = flat[keep]
     z = z.reshape(pre.shape)
     expect = sum(((z[:, :m] @ W_DEC[:m] - xs) ** 2).mean() for m in (1, 2, 4))
-    loss, stats = sae.train_loss({"x": _t(X)})
+    loss, stats, _ = sae.train_loss({"x": _t(X)})
     assert loss.item() == pytest.approx(expect, rel=1e-5)
     assert stats["mse"].item() == pytest.approx(((z @ W_DEC - xs) ** 2).mean(), rel=1e-5)
 
@@ -159,7 +159,7 @@ def test_jumprelu_forward_loss_and_straight_through_gradients():
     xs, pre = _np_pre()
     z = np.where(pre > theta, pre, 0)
     np.testing.assert_allclose(sae.encode(_t(X)).detach().numpy(), z, rtol=1e-5, atol=1e-6)
-    loss, stats = sae.train_loss({"x": _t(X)})
+    loss, stats, _ = sae.train_loss({"x": _t(X)})
     mse = ((z @ W_DEC - xs) ** 2).mean()
     l0 = (pre > theta).sum(1).mean()
     assert loss.item() == pytest.approx(mse + 0.3 * l0 / D, rel=1e-5)
@@ -199,7 +199,7 @@ def test_decoder_stays_unit_norm_through_steps():
     sae.init_from_data({"x": x}, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(sae.parameters(), lr=0.1)
     for _ in range(5):
-        loss, _ = sae.train_loss({"x": x})
+        loss, _, _ = sae.train_loss({"x": x})
         opt.zero_grad()
         loss.backward()
         sae.constrain_grads()
@@ -228,7 +228,7 @@ def test_save_load_bit_exact(tmp_path, make):
     sae.init_from_data({"x": x, "is_image": is_image}, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(sae.parameters(), lr=0.01)
     for _ in range(3):  # a few steps so that every buffer (BatchTopK threshold) is set
-        loss, _ = sae.train_loss({"x": x, "is_image": is_image})
+        loss, _, _ = sae.train_loss({"x": x, "is_image": is_image})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -254,14 +254,15 @@ def test_per_modality_blocks():
     assert torch.equal(zi[:, :8], pm.maps["image"].encode(x)) and not zi[:, 8:].any()
     assert torch.equal(zt[:, 8:], pm.maps["text"].encode(x)) and not zt[:, :8].any()
     torch.testing.assert_close(pm.decode_modality(zt, "text"), pm.maps["text"].decode(zt[:, 8:]))
-    with pytest.raises(MonoscopeError, match="encode_modality"):
+    with pytest.raises(MonoscopeError, match="needs the modality"):
         pm.encode(x)
+    assert torch.equal(pm.encode(x, "text"), zt)
     batch = {"x": torch.randn(6, 5), "is_image": torch.tensor([1, 1, 0, 0, 0, 0]).bool()}
-    loss, stats = pm.train_loss(batch)
-    li, _ = pm.maps["image"].train_loss({"x": batch["x"][:2]})
-    lt, _ = pm.maps["text"].train_loss({"x": batch["x"][2:]})
+    loss, stats, fired = pm.train_loss(batch)
+    li, _, _ = pm.maps["image"].train_loss({"x": batch["x"][:2]})
+    lt, _, _ = pm.maps["text"].train_loss({"x": batch["x"][2:]})
     assert loss.item() == pytest.approx((2 * li.item() + 4 * lt.item()) / 6, rel=1e-5)
-    assert stats["fired"].shape == (14,)
+    assert fired.shape == (14,)
 
 
 def test_bad_hparams():

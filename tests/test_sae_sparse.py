@@ -41,10 +41,10 @@ def test_loss_stats_and_gradients_match_dense(cls, with_dead):
     dead = torch.arange(K) % 3 == 0 if with_dead else None
     results = []
     for sae in (dense, sparse):
-        loss, stats = sae.train_loss({"x": x}, dead)
+        loss, stats, fired = sae.train_loss({"x": x}, dead)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
-        results.append((loss.detach(), stats, grads))
+        results.append((loss.detach(), {**stats, "fired": fired}, grads))
     (l_d, s_d, g_d), (l_s, s_s, g_s) = results
     torch.testing.assert_close(l_s, l_d, rtol=1e-5, atol=1e-6)
     assert s_s.keys() == s_d.keys() and ("aux" in s_s) == with_dead

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from monoscope._util import MonoscopeError
 from monoscope.analysis.planted import make_planted, write_planted_store
 from monoscope.featuremaps import load_featuremap
 from monoscope.featuremaps.metrics import _Sums, evaluate_featuremap, fvu, recall_at_1
-from monoscope.featuremaps.train import _Stream, train_featuremap
+from monoscope.featuremaps.stream import BatchStream
+from monoscope.featuremaps.train import train_featuremap
 from monoscope.store import Store
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -129,7 +131,7 @@ def test_errors(store, tmp_path):
 
 
 def test_stream_shuffles_by_shard_buffer_and_covers_every_row(store):
-    stream = _Stream(store, "mixed", batch_size=50, seed=0, buffer_pairs=100)
+    stream = BatchStream(store, "mixed", batch_size=50, seed=0, buffer_pairs=100)
     rows = {m: np.concatenate([getattr(s, m) for s in store.shards()]) for m in ("image", "text")}
     epoch = list(stream.epoch(0))
     assert len(epoch) == stream.steps_per_epoch == 600 // 50
@@ -144,7 +146,7 @@ def test_stream_shuffles_by_shard_buffer_and_covers_every_row(store):
     assert not np.array_equal(epoch[0]["x"], next(stream.epoch(1))["x"])
     resumed = stream.from_step(stream.steps_per_epoch + 3)
     assert np.array_equal(next(resumed)["x"], list(stream.epoch(1))[3]["x"])
-    paired = next(_Stream(store, "paired", 40, 0, 100).epoch(0))
+    paired = next(BatchStream(store, "paired", 40, 0, 100).epoch(0))
     index = {r.tobytes(): i for i, r in enumerate(rows["image"])}
     idx = [index[r.tobytes()] for r in paired["image"]]
     assert np.array_equal(paired["text"], rows["text"][idx])  # pairs stay aligned
@@ -200,3 +202,55 @@ def test_store_path_argument(store, tmp_path):
         Store(store.path).count
         == json.loads((out / "config.json").read_text())["training"]["store"]["count"]
     )
+
+
+def test_warns_when_latents_outnumber_pairs(store, tmp_path):
+    opts = {**FAST, "latents": 400, "steps": 2}
+    with pytest.warns(UserWarning, match="400 latents for 300 pairs"):
+        train_featuremap(store, "sae-topk", tmp_path / "f", **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 300 latents for 300 pairs: no warning
+        train_featuremap(store, "sae-topk", tmp_path / "g", **{**opts, "latents": 300})
+
+
+def test_warns_when_most_latents_end_dead(store, tmp_path):
+    # a dead window of one batch: a latent is dead unless it fired on the last batch, and with
+    # k = 1 on 8 embeddings at most 8 of the 64 latents fire, so at least 7/8 end dead
+    opts = {**FAST, "latents": 64, "k": 1, "batch_size": 8, "dead_window": 8}
+    with pytest.warns(UserWarning, match=r"of the 64 latents never fired in the last 8") as got:
+        train_featuremap(store, "sae-topk", tmp_path / "f", **opts)
+    dead = json.loads((tmp_path / "f" / "metrics.json").read_text())["dead_fraction"]
+    assert dead > 0.5 and f"{dead:.0%}" in str(got[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default window: the latents are alive
+        train_featuremap(store, "sae-topk", tmp_path / "g", **FAST)
+    assert json.loads((tmp_path / "g" / "metrics.json").read_text())["dead_fraction"] <= 0.5
+
+
+def test_cli_prints_the_train_warnings(store, tmp_path, capsys):
+    from monoscope.cli import main
+
+    args = [
+        "train",
+        "--store",
+        str(store.path),
+        "--method",
+        "sae-topk",
+        "--out",
+        str(tmp_path / "f"),
+    ]
+    # the dead window is one epoch, 600 embeddings: k = 1 fires at most 600 of the 2000 latents
+    opts = ["--latents", "2000", "--k", "1", "--steps", "100", "--batch-size", "8"]
+    assert main([*args, *opts, "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[:2] for line in err] == [["monoscope", " warning"]] * 2
+    assert "2000 latents for 300 pairs" in err[0] and "never fired" in err[1]
+
+
+def test_importing_train_registers_every_method():
+    code = (
+        "from monoscope.featuremaps.train import METHODS, build_featuremap\n"
+        "for m in METHODS: build_featuremap(m, 8, latents=16, k=2)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)

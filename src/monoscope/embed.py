@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from ._util import MonoscopeError, join_process_group, resolve_device
+from ._util import MonoscopeError, resolve_device
 from .data import BadRecord, Pair, PairSource, open_source
 from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
+from .distributed import Dist
 from .encoders import DualEncoder, load_encoder
 from .locks import locked
 from .store import StoreWriter
@@ -57,7 +58,8 @@ def embed(
     """
     if batch_size < 1 or shard_size < 1 or workers < 0:
         raise MonoscopeError("--batch-size and --shard-size must be positive, --workers >= 0")
-    rank, world = _distributed()
+    ddp = Dist.join_gloo()
+    rank, world = ddp.rank, ddp.world
     if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     device = resolve_device(device)
@@ -71,10 +73,10 @@ def embed(
         "shard_size": shard_size,
     }
     if rank != 0:
-        _barrier(world)  # rank 0 prepares (or replaces) the directory first
+        ddp.barrier()  # rank 0 prepares (or replaces) the directory first
     writer = StoreWriter(out, header, resume=resume, overwrite=overwrite, rank=rank, world=world)
     if rank == 0:
-        _barrier(world)
+        ddp.barrier()
     if writer.complete:
         return writer.path
     prep = getattr(encoder, "image_preprocessor", None)
@@ -134,7 +136,7 @@ def embed(
             _commit(writer, current, rows_img, rows_txt, kept, skipped)
     bar.close()
     writer.end(records)
-    _barrier(world)
+    ddp.barrier()
     return writer.finish() if rank == 0 else writer.path
 
 
@@ -225,24 +227,6 @@ def _commit(writer: StoreWriter, shard: int, img: list, txt: list, kept: list, s
 
 def _identity(x: Any) -> Any:
     return x
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment; joins a gloo group when world > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    join_process_group("gloo")
-    return dist.get_rank(), world
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _as_numpy(x: torch.Tensor) -> np.ndarray:

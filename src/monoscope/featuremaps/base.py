@@ -28,11 +28,14 @@ class FeatureMap(torch.nn.Module):
     """Base class. Subclasses set ``kind``, implement ``encode`` and ``hparams``.
 
     ``hparams()`` returns the constructor keyword arguments, so ``cls(**hparams)`` rebuilds an
-    empty map whose state dict is then loaded from ``model.safetensors``.
+    empty map whose state dict is then loaded from ``model.safetensors``. Kinds that learn from
+    data also implement the training protocol (:class:`~.protocol.Trainable`); the others have
+    nothing to fit (``trainable`` false) and are saved as built.
     """
 
     kind: ClassVar[str] = ""
     has_decoder: ClassVar[bool] = False
+    trainable: ClassVar[bool] = False
 
     def __init__(self, dim: int):
         super().__init__()
@@ -51,25 +54,26 @@ class FeatureMap(torch.nn.Module):
             raise NotImplementedError(f"{type(self).__name__} must define hparams()")
         return {"dim": self.dim, **{n: getattr(self, n) for n in KIND_CONFIGS[self.kind].saved()}}
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) embeddings -> (B, K) non-negative codes."""
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """(B, d) embeddings of ``modality`` ("image" or "text") -> (B, K) non-negative codes.
+
+        Every map accepts the modality, so ``encode(x, modality)`` works for every kind; maps
+        that treat the modalities alike ignore it, and only those that need it (per-modality
+        SAEs, centred maps, NCL with one head per modality) refuse ``None``.
+        """
         raise NotImplementedError
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, K) codes -> (B, d) reconstructions."""
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """(B, K) codes of ``modality`` -> (B, d) reconstructions (as :meth:`encode`)."""
         raise NotImplementedError(f"feature map '{self.kind}' has no decoder")
 
     def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        """Codes of embeddings known to be of ``modality`` ("image" or "text").
-
-        Same as :meth:`encode` unless the map treats the modalities differently (NCL with
-        separate heads, per-modality SAEs); analysis code should call this one.
-        """
-        return self.encode(x)
+        """``encode(x, modality)``."""
+        return self.encode(x, modality)
 
     def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
-        """Reconstructions of codes of ``modality``; same as :meth:`decode` by default."""
-        return self.decode(z)
+        """``decode(z, modality)``."""
+        return self.decode(z, modality)
 
     def decoder_directions(self) -> torch.Tensor | None:
         """(K, d) unit directions of the features in embedding space, if the map has them."""

@@ -19,6 +19,7 @@ import torch
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
+from .protocol import Gather, Trainable, TrainStep, no_gather
 
 MODES = ("mean", "gap")
 
@@ -37,10 +38,10 @@ def modality_means(store: Any, batch_size: int = 65536) -> tuple[np.ndarray, np.
 
 
 @register
-class CenteredMap(FeatureMap):
+class CenteredMap(Trainable, FeatureMap):
     """An inner feature map applied to modality-centred embeddings (see the module docstring).
 
-    Plain ``encode``/``decode`` raise: centring needs to know each embedding's modality.
+    ``encode``/``decode`` without a modality raise: centring needs each embedding's modality.
     """
 
     kind = "centered"
@@ -86,8 +87,12 @@ class CenteredMap(FeatureMap):
         return self.inner.has_decoder
 
     @property
-    def data_mode(self) -> str:
-        return getattr(self.inner, "data_mode", "mixed")
+    def trainable(self) -> bool:  # type: ignore[override]
+        return self.inner.trainable
+
+    @property
+    def data_mode(self) -> str:  # type: ignore[override]
+        return self.inner.data_mode if isinstance(self.inner, Trainable) else "mixed"
 
     @property
     def n_features(self) -> int:
@@ -123,19 +128,21 @@ class CenteredMap(FeatureMap):
         u = self.gap_direction.to(x.dtype)
         return x - (x @ u)[:, None] * u
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a centred feature map needs the modality: use encode_modality")
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._need(modality)
+        return self.inner.encode(self.transform(x, modality), modality)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a centred feature map needs the modality: use decode_modality")
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return self.inner.encode_modality(self.transform(x, modality), modality)
-
-    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._need(modality)
         self.transform(z.new_zeros(1, self.dim), modality)  # validates the modality
         mean = self.mean_image if modality == "image" else self.mean_text
-        return self.inner.decode_modality(z, modality) + mean.to(z.dtype)
+        return self.inner.decode(z, modality) + mean.to(z.dtype)
+
+    @staticmethod
+    def _need(modality: str | None) -> str:
+        if modality is None:
+            raise MonoscopeError("a centred feature map needs the modality of its inputs")
+        return modality
 
     def decoder_directions(self) -> torch.Tensor | None:
         return self.inner.decoder_directions()
@@ -159,35 +166,30 @@ class CenteredMap(FeatureMap):
                 out[m] = self.transform(batch[m], m)
         return out
 
+    def _trained(self) -> Trainable:
+        if not isinstance(self.inner, Trainable):
+            raise MonoscopeError(f"feature map '{self.inner.kind}' has nothing to train")
+        return self.inner
+
     def init_from_data(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> None:
-        self.inner.init_from_data(self._batch(batch), generator)
+        self._trained().init_from_data(self._batch(batch), generator)
 
     def train_loss(
-        self, batch: dict[str, torch.Tensor], dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.inner.train_loss(self._batch(batch), dead)
+        self,
+        batch: dict[str, torch.Tensor],
+        dead: torch.Tensor | None = None,
+        gather: Gather = no_gather,
+    ) -> TrainStep:
+        return self._trained().train_loss(self._batch(batch), dead, gather)
 
     def constrain_grads(self) -> None:
-        self.inner.constrain_grads()
+        self._trained().constrain_grads()
 
     def constrain_params(self) -> None:
-        self.inner.constrain_params()
+        self._trained().constrain_params()
 
     def finalize(self) -> None:
-        self.inner.finalize()
-
-    # data-parallel NCL replaces ``pre_acts`` for the duration of a step: forward it
-    @property
-    def pre_acts(self) -> Any:
-        return self.inner.pre_acts
-
-    @pre_acts.setter
-    def pre_acts(self, fn: Any) -> None:
-        self.inner.pre_acts = fn
-
-    @pre_acts.deleter
-    def pre_acts(self) -> None:
-        del self.inner.pre_acts
+        self._trained().finalize()
 
 
 def center_featuremap(fmap: FeatureMap, store: Any, mode: str | None) -> FeatureMap:

@@ -32,12 +32,12 @@ class IdentityMap(FeatureMap):
     def n_features(self) -> int:
         return 2 * self.dim if self.mode == "sign-split" else self.dim
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         if self.mode == "abs":
             return x.abs()
         return torch.cat([torch.relu(x), torch.relu(-x)], dim=-1)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         if self.mode == "abs":
             raise NotImplementedError("identity mode 'abs' has no decoder")
         return z[..., : self.dim] - z[..., self.dim :]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .._util import MonoscopeError
 from .base import FeatureMap, register
+from .protocol import Gather, Trainable, TrainStep, no_gather
 
 Stats = dict[str, torch.Tensor]
 _MODALITIES = ("image", "text")
@@ -55,12 +56,12 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, tau: float) -> tuple[torch.Tenso
 
 
 @register
-class NCLMap(FeatureMap):
+class NCLMap(Trainable, FeatureMap):
     """``ncl``: K non-negative contrastive features; see the module docstring."""
 
     kind = "ncl"
     has_decoder = False
-    data_mode: ClassVar[str] = "paired"
+    data_mode: ClassVar[str] = "paired"  # the contrastive loss needs the pairs
 
     def __init__(
         self,
@@ -95,13 +96,10 @@ class NCLMap(FeatureMap):
         h = self._head(modality)
         return F.linear(x, self.weight[h], self.bias[h])
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.shared:
-            raise MonoscopeError("this NCL map has one head per modality: use encode_modality")
-        return torch.relu(self.pre_acts(x, "image"))
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return torch.relu(self.pre_acts(x, modality))
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        if modality is None and not self.shared:
+            raise MonoscopeError("this NCL map has one head per modality: pass the modality")
+        return torch.relu(self.pre_acts(x, modality or "image"))
 
     def encoder_directions(self) -> torch.Tensor:
         """(K, d) unit rows of the (image) head's weight: what each feature detects."""
@@ -118,26 +116,22 @@ class NCLMap(FeatureMap):
             self.bias[h].zero_()
 
     def train_loss(
-        self, batch: Mapping[str, torch.Tensor], dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
-        """Symmetric InfoNCE of a paired batch ``{"image": (B, d), "text": (B, d)}``."""
+        self,
+        batch: Mapping[str, torch.Tensor],
+        dead: torch.Tensor | None = None,
+        gather: Gather = no_gather,
+    ) -> TrainStep:
+        """Symmetric InfoNCE of a paired batch ``{"image": (B, d), "text": (B, d)}``; under
+        data parallelism over the pre-activations of the global batch (``gather``), so that
+        every pair is contrasted with every other; each process then holds ``world`` times its
+        share of the global gradient, which the trainer's gradient mean undoes."""
         act = rep_relu if self.rep_relu else torch.relu
-        zi = act(self.pre_acts(batch["image"], "image"))
-        zt = act(self.pre_acts(batch["text"], "text"))
+        zi = act(gather(self.pre_acts(batch["image"], "image")))
+        zt = act(gather(self.pre_acts(batch["text"], "text")))
         loss, acc = clip_loss(zi, zt, self.tau)
         active_i, active_t = zi > 0, zt > 0
         stats: Stats = {
             "acc": acc,
             "l0": (active_i.sum(1).float().mean() + active_t.sum(1).float().mean()) / 2,
-            "fired": active_i.any(0) | active_t.any(0),
         }
-        return loss, stats
-
-    def constrain_grads(self) -> None:
-        """No constraint."""
-
-    def constrain_params(self) -> None:
-        """No constraint."""
-
-    def finalize(self) -> None:
-        """Nothing to fold."""
+        return TrainStep(loss, stats, active_i.any(0) | active_t.any(0))

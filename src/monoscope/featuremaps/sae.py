@@ -11,12 +11,12 @@ so a loaded map computes exactly what the trained one did; it is applied in :met
 :meth:`decode` only. Training losses live in the scaled space and are divided by d, so the
 reconstruction term ``mse = mean ||x~ - z @ W_dec||^2 / d`` is about 1 for a zero code.
 
-Training protocol (used by :mod:`monoscope.featuremaps.train`): ``init_from_data`` sets b_pre
-(geometric median), s and the weights; ``train_loss(batch, dead)`` returns the loss and stats
-(``mse``, ``l0``, ``fired`` = which latents fired in the batch); ``constrain_grads`` /
+Training protocol (:mod:`monoscope.featuremaps.protocol`): ``init_from_data`` sets b_pre
+(geometric median), s and the weights; ``train_loss(batch, dead)`` returns the loss, the stats
+(``mse``, ``l0``, ...) and which latents fired in the batch; ``constrain_grads`` /
 ``constrain_params`` keep decoder rows unit norm around each optimiser step; ``finalize`` runs
 once after training. ``dead`` is the trainer's mask of latents silent for its dead window; the
-TopK family spends it on the AuxK loss.
+TopK family spends it on the AuxK loss. The losses are means over rows, so ``gather`` is unused.
 
 The TopK family can also train on sparse codes (:mod:`monoscope.featuremaps.sparse`): only the
 pre-activation GEMM stays dense, the decoder is an ``embedding_bag`` over the selected rows and
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
+from .protocol import Gather, Trainable, TrainStep, no_gather
 from .sparse import ActiveSet, decode_active, gather_pre, use_sparse
 
 Batch = Mapping[str, torch.Tensor]
@@ -69,12 +70,11 @@ def _counts(idx: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=torch.long, device=idx.device).index_add_(0, idx, (vals > 0).long())
 
 
-class SparseAutoencoder(FeatureMap):
+class SparseAutoencoder(Trainable, FeatureMap):
     """What all SAE variants share: parameters, input scaling, decoding, the training loss
     skeleton (reconstruction + ``penalty`` + ``aux_loss``) and the unit-norm decoder."""
 
     has_decoder = True
-    data_mode: ClassVar[str] = "mixed"
     unit_norm_decoder: ClassVar[bool] = True
 
     def __init__(self, dim: int, latents: int = 2048):
@@ -104,10 +104,10 @@ class SparseAutoencoder(FeatureMap):
         """Inference activation of pre-activations."""
         raise NotImplementedError
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         return self.activate(self.pre_acts(x))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         return (z @ self.W_dec) / self.scale + self.b_pre
 
     def decoder_directions(self) -> torch.Tensor:
@@ -151,8 +151,8 @@ class SparseAutoencoder(FeatureMap):
         return None
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         """Loss of one mixed batch ``{"x": (B, d)}``; ``dead``: (K,) bool mask of dead latents."""
         xs = self.scaled(batch["x"])
         pre = torch.addmm(self.b_enc, xs, self.W_enc)
@@ -168,8 +168,7 @@ class SparseAutoencoder(FeatureMap):
             loss = loss + aux
             stats["aux"] = aux.detach()
         stats["l0"] = counts.sum() / z.shape[0]
-        stats["fired"] = counts > 0
-        return loss, stats
+        return TrainStep(loss, stats, counts > 0)
 
     @torch.no_grad()
     def constrain_grads(self) -> None:
@@ -183,9 +182,6 @@ class SparseAutoencoder(FeatureMap):
         """Renormalise decoder rows to unit norm after a step."""
         if self.unit_norm_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
-
-    def finalize(self) -> None:
-        """Called once after training."""
 
 
 @register
@@ -286,8 +282,8 @@ class _TopKFamily(SparseAutoencoder):
         return mse, mse, recon
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         xs = self.scaled(batch["x"])
         if not self.sparse_training(xs.device):
             return super().train_loss(batch, dead)
@@ -309,8 +305,7 @@ class _TopKFamily(SparseAutoencoder):
             stats["aux"] = aux.detach()
         counts = _counts(active.cols, vals.detach(), self.latents)
         stats["l0"] = counts.sum() / xs.shape[0]
-        stats["fired"] = counts > 0
-        return loss, stats
+        return TrainStep(loss, stats, counts > 0)
 
 
 @register
@@ -338,6 +333,7 @@ class BatchTopKSAE(_TopKFamily):
     """
 
     kind = "sae-batchtopk"
+    synced_buffers: ClassVar[tuple[str, ...]] = ("threshold",)
 
     def __init__(
         self,
@@ -489,14 +485,6 @@ class JumpReLUSAE(SparseAutoencoder):
         self.init_threshold = init_threshold
         self.log_threshold = torch.nn.Parameter(torch.full((latents,), math.log(init_threshold)))
 
-    def hparams(self) -> dict[str, Any]:
-        return {
-            **super().hparams(),
-            "l0": self.l0,
-            "bandwidth": self.bandwidth,
-            "init_threshold": self.init_threshold,
-        }
-
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         return torch.where(pre > self.log_threshold.exp(), pre, 0.0)
 
@@ -515,19 +503,18 @@ class JumpReLUSAE(SparseAutoencoder):
 
 
 @register
-class PerModalityMap(FeatureMap):
+class PerModalityMap(Trainable, FeatureMap):
     """``--per-modality`` ("late fusion"): one sub-map per modality, features concatenated.
 
     Features ``0..K_img-1`` belong to the image map, ``K_img..`` to the text map. Embeddings must
-    say which modality they are: ``encode_modality(x, "image")`` returns the image map's codes
-    followed by zeros for the text features (and vice versa), ``decode_modality(z, m)`` decodes
-    with modality m's map from its block of z. Plain ``encode``/``decode`` raise. Sub-maps are any
+    say which modality they are: ``encode(x, "image")`` returns the image map's codes
+    followed by zeros for the text features (and vice versa), ``decode(z, m)`` decodes
+    with modality m's map from its block of z; without a modality they raise. Sub-maps are any
     registered kinds, rebuilt from ``{"kind": ..., "hparams": ...}`` specs.
     """
 
     kind = "per-modality"
     has_decoder = True
-    data_mode: ClassVar[str] = "mixed"
     MODALITIES: ClassVar[tuple[str, str]] = ("image", "text")
 
     def __init__(self, dim: int, image: dict[str, Any], text: dict[str, Any]):
@@ -552,6 +539,10 @@ class PerModalityMap(FeatureMap):
         return sum(m.n_features for m in self.maps.values())
 
     @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return all(m.trainable for m in self.maps.values())
+
+    @property
     def _offsets(self) -> dict[str, int]:
         return {"image": 0, "text": self.maps["image"].n_features}
 
@@ -561,29 +552,26 @@ class PerModalityMap(FeatureMap):
             **{m: {"kind": f.kind, "hparams": f.hparams()} for m, f in self.maps.items()},
         }
 
-    def _check(self, modality: str) -> None:
+    def _check(self, modality: str | None) -> str:
+        if modality is None:
+            raise MonoscopeError("a per-modality feature map needs the modality of its inputs")
         if modality not in self.MODALITIES:
             raise MonoscopeError(f"modality must be 'image' or 'text', not {modality!r}")
+        return modality
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a per-modality feature map needs the modality: use encode_modality")
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise MonoscopeError("a per-modality feature map needs the modality: use decode_modality")
-
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        self._check(modality)
-        codes = self.maps[modality].encode(x)
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._check(modality)
+        codes = self.maps[modality].encode(x, modality)
         out = codes.new_zeros(*codes.shape[:-1], self.n_features)
         start = self._offsets[modality]
         out[..., start : start + codes.shape[-1]] = codes
         return out
 
-    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
-        self._check(modality)
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        modality = self._check(modality)
         start = self._offsets[modality]
         sub = self.maps[modality]
-        return sub.decode(z[..., start : start + sub.n_features])
+        return sub.decode(z[..., start : start + sub.n_features], modality)
 
     def decoder_directions(self) -> torch.Tensor:
         return torch.cat([f.decoder_directions() for f in self.maps.values()])
@@ -594,8 +582,8 @@ class PerModalityMap(FeatureMap):
             sub.init_from_data(_rows(batch, m), generator)
 
     def train_loss(
-        self, batch: Batch, dead: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
+        self, batch: Batch, dead: torch.Tensor | None = None, gather: Gather = no_gather
+    ) -> TrainStep:
         n = batch["x"].shape[0]
         loss = batch["x"].new_zeros(())
         stats: Stats = {}
@@ -608,13 +596,12 @@ class PerModalityMap(FeatureMap):
                 fired.append(torch.zeros(size, dtype=torch.bool, device=loss.device))
                 continue
             w = part["x"].shape[0] / n
-            sub_loss, sub_stats = sub.train_loss(part, sub_dead)
+            sub_loss, sub_stats, sub_fired = sub.train_loss(part, sub_dead, gather)
             loss = loss + w * sub_loss
-            fired.append(sub_stats.pop("fired"))
+            fired.append(sub_fired)
             for key, value in sub_stats.items():
                 stats[key] = stats.get(key, 0.0) + w * value
-        stats["fired"] = torch.cat(fired)
-        return loss, stats
+        return TrainStep(loss, stats, torch.cat(fired))
 
     def constrain_grads(self) -> None:
         for sub in self.maps.values():
