@@ -340,7 +340,7 @@ def _add_ablate(sub: Any) -> None:
     p.add_argument(
         "--labels",
         nargs="+",
-        help="label keys used as zero-shot classes (default: subgroup and group where present)",
+        help="label keys used as zero-shot classes (default: every label that can serve)",
     )
     p.add_argument(
         "--template",

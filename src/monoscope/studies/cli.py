@@ -61,16 +61,18 @@ def _add_gender(sub: Any) -> None:
         dest="templates",
         help=f"prompt template with {{}} (repeatable); {list(GENDER_TEMPLATES)} if omitted",
     )
-    p.add_argument("--label-key", default="gender", help="label holding the gender")
+    p.add_argument(
+        "--label-key", help="label holding the gender (default: the one taking both classes)"
+    )
     p.add_argument("--classes", nargs=2, default=["woman", "man"], help="the two label values")
     p.add_argument("--neutral", default="neutral", help="label value of gender-neutral images")
     p.add_argument(
         "--pair-keys",
         nargs="+",
-        default=["base", "skin_tone"],
-        help="labels shared by counterfactual pairs (generic data: one 'pair' label)",
+        help="labels shared by counterfactual pairs (default: a 'pair' label; the bundled "
+        "emoji: base skin_tone)",
     )
-    p.add_argument("--role-key", default="base", help="label grouping neutral images into roles")
+    p.add_argument("--role-key", help="label grouping neutral images into roles (default: role)")
     p.add_argument(
         "--fdr",
         type=T.number(0.0, strict=True, high=1.0),
@@ -124,7 +126,9 @@ def _add_adversarial(sub: Any) -> None:
         dest="templates",
         help="class prompt template with {} (repeatable); the set of monoscope ablate if omitted",
     )
-    p.add_argument("--label-key", default="subgroup", help="label used as zero-shot classes")
+    p.add_argument(
+        "--label-key", help="label used as zero-shot classes (default: the one that can serve)"
+    )
     p.add_argument("--n-images", type=T.positive, default=256, help="images attacked")
     p.add_argument(
         "--eps", nargs="+", type=T.non_negative_float, default=list(EPSILONS), help="L-inf, x 1/255"
