@@ -28,6 +28,7 @@ from .data import BadRecord, Pair, PairSource, open_source
 from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
 from .encoders import DualEncoder, load_encoder
 from .locks import locked
+from .retrieval_check import record_retrieval_check
 from .store import StoreWriter
 
 
@@ -51,8 +52,9 @@ def embed(
     """Embed every pair of ``data`` with ``model`` into the store ``out``.
 
     Pairs with a missing or corrupt image, an empty caption, or a non-finite embedding are
-    skipped and counted by reason in the manifest. With ``resume=True`` an interrupted run
-    continues at its first uncommitted shard. Images of more than ``max_pixels`` pixels are
+    skipped and counted by reason in the manifest, as is the store's own in-batch retrieval
+    (:mod:`monoscope.retrieval_check`; a warning when the pocket model is at chance on it).
+    With ``resume=True`` an interrupted run continues at its first uncommitted shard. Images of more than ``max_pixels`` pixels are
     skipped (``image too large``) before they are decoded.
     """
     if batch_size < 1 or shard_size < 1 or workers < 0:
@@ -135,7 +137,11 @@ def embed(
     bar.close()
     writer.end(records)
     _barrier(world)
-    return writer.finish() if rank == 0 else writer.path
+    if rank != 0:
+        return writer.path
+    path = writer.finish()
+    record_retrieval_check(path)  # in the manifest; warns when the pocket model is lost
+    return path
 
 
 _END = -1
