@@ -692,6 +692,10 @@ def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        from .quiet import silence_library_progress
+
+        silence_library_progress()
     try:
         with output_lock(*_output_of(args)), warnings.catch_warnings():
             warnings.showwarning = _show_warning
