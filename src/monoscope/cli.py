@@ -509,8 +509,10 @@ def _run_report(a: argparse.Namespace) -> list[Path]:
         discover=not a.no_discover,
         agree=a.agree,
     )
-    if a.open:
-        open_in_browser(out)
+    if a.open and not open_in_browser(out):
+        print(
+            f"monoscope: no browser to open it in; open {out.resolve()} yourself", file=sys.stderr
+        )
     return [out]
 
 
@@ -708,7 +710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"monoscope: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from .interrupted import kept_lines
+
         print("monoscope: interrupted", file=sys.stderr)
+        for line in kept_lines(args.command, getattr(args, "out", None)):
+            print(f"monoscope: {line}", file=sys.stderr)
         return 130
     for path in paths:
         print(f"wrote {path}")
