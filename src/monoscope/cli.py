@@ -87,8 +87,7 @@ def _add_embed(sub: Any) -> None:
 
 def _run_embed(a: argparse.Namespace) -> list[Path]:
     from .data import open_source
-    from .embed import embed
-    from .store import Store
+    from .embed import embed, skipped_line
 
     out = [
         embed(
@@ -109,10 +108,8 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
     ]
     if os.environ.get("RANK", "0") != "0":
         return out
-    skipped = Store(out[0]).manifest.get("skipped") or {}
-    if skipped.get("count"):
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
-        print(f"skipped {skipped['count']} records: {reasons}", file=sys.stderr)
+    if line := skipped_line(out[0]):
+        print(line, file=sys.stderr)
     return out
 
 

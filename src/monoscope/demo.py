@@ -41,7 +41,7 @@ def run_demo(
     from .analysis.vocabulary import vocabulary_names
     from .analysis.words import word_drivers
     from .data import emoji
-    from .embed import embed
+    from .embed import embed, skipped_line
     from .encoders import load_encoder
     from .featuremaps import load_featuremap
     from .featuremaps.train import train_featuremap
@@ -66,6 +66,9 @@ def run_demo(
             "pocket", "emoji", out / "store", overwrite=True, device=device, progress=progress
         ),
     )
+
+    if line := skipped_line(store):
+        log(line)
 
     def train(method: str, where: Path, **kw: Any) -> Path:
         return train_featuremap(

@@ -29,7 +29,7 @@ from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
 from .encoders import DualEncoder, load_encoder
 from .locks import locked
 from .retrieval_check import record_retrieval_check
-from .store import StoreWriter
+from .store import Store, StoreWriter
 
 
 @locked()
@@ -142,6 +142,15 @@ def embed(
     path = writer.finish()
     record_retrieval_check(path)  # in the manifest; warns when the pocket model is lost
     return path
+
+
+def skipped_line(store: str | Path) -> str | None:
+    """``skipped N records: reason n, ...`` from a store's manifest; None when none was skipped."""
+    skipped = Store(store).manifest.get("skipped") or {}
+    if not skipped.get("count"):
+        return None
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
+    return f"skipped {skipped['count']} records: {reasons}"
 
 
 _END = -1
