@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import monoscope.embed as embed_module
-from conftest import ToyEncoder, colour_image
+from conftest import ListSource, ToyEncoder, colour_image
 from monoscope.analysis.analyze import analyze
 from monoscope.cli import main
 from monoscope.featuremaps.identity import IdentityMap
@@ -103,3 +103,13 @@ def test_report_open_without_a_browser_says_where(
         f"monoscope: no browser to open it in; open {out.resolve()} yourself"
     )
     assert captured.out.strip() == f"wrote {out}"
+
+
+def test_skipped_line_counts_by_reason(tmp_path: Path):
+    from monoscope.embed import embed, skipped_line
+
+    bad = {1: "missing image", 3: "missing image", 4: "corrupt image"}
+    store = embed(ToyEncoder(), ListSource(12, bad=bad), tmp_path / "s", progress=False)
+    assert skipped_line(store) == "skipped 3 records: corrupt image 1, missing image 2"
+    clean = embed(ToyEncoder(), ListSource(12), tmp_path / "c", progress=False)
+    assert skipped_line(clean) is None
