@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ToyEncoder
+from conftest import ListSource, ToyEncoder
 from monoscope.analysis.ablation import (
     ablate,
     paired_drop,
@@ -109,3 +110,47 @@ def test_one_recall_definition_ties_are_misses():
     hits = retrieval_hits(img, txt, ks=(1,))
     assert hits["i2t@1"].tolist() == [False, False, True]  # 0 and 1 tie with each other
     assert recall_at_1(img, txt) == (hits["i2t@1"].mean(), hits["t2i@1"].mean())
+
+
+def test_ablate_defaults_find_the_class_labels(small_store: Path, tmp_path: Path):
+    """Without ``label_keys`` every label that can serve as classes is used (here: parity)."""
+    fmap_dir = IdentityMap(8).save(tmp_path / "f")
+    analysis = analyze(
+        small_store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False
+    )
+    out = ablate(
+        small_store,
+        fmap_dir,
+        tmp_path / "abl",
+        analysis=analysis,
+        model=ToyEncoder(),
+        control_seeds=1,
+        device="cpu",
+    )
+    settings = json.loads((out / "ablation.json").read_text())["settings"]
+    assert settings["label_keys"] == ["parity"] and settings["templates"] == ["a photo of {}"]
+
+
+def test_ablate_without_class_labels_warns_and_measures_retrieval(tmp_path: Path):
+    from monoscope.embed import embed
+
+    class Unlabelled(ListSource):
+        def __iter__(self):
+            for pair in super().__iter__():
+                yield dataclasses.replace(pair, labels={"split": "train"})
+
+    store = embed(ToyEncoder(), Unlabelled(20), tmp_path / "s", device="cpu", progress=False)
+    fmap_dir = IdentityMap(8).save(tmp_path / "f")
+    analysis = analyze(store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"no label can serve .*\['split'\]\); only retrieval"):
+        out = ablate(
+            store,
+            fmap_dir,
+            tmp_path / "abl",
+            analysis=analysis,
+            model=ToyEncoder(),
+            control_seeds=1,
+            device="cpu",
+        )
+    result = json.loads((out / "ablation.json").read_text())
+    assert set(result["baseline"]) == {"i2t@1", "i2t@5", "t2i@1", "t2i@5"}

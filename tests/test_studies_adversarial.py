@@ -162,6 +162,7 @@ def test_adversarial_study_rejects_a_mismatched_encoder(tmp_path: Path):
 
 
 def test_unused_masks_are_reported_empty(tmp_path: Path):
+    """(Also: without ``label_key`` the one label that can serve as classes is used.)"""
     store = colour_store(tmp_path, n=8)
     fmap = IdentityMap(8).save(tmp_path / "fmap")
     analysis = hand_analysis(tmp_path / "analysis", ["CrossD"] * 16)  # no ImgD, no TextD
@@ -171,7 +172,6 @@ def test_unused_masks_are_reported_empty(tmp_path: Path):
         analysis,
         tmp_path / "out",
         model=TinyEncoder(),
-        label_key="kind",
         n_images=8,
         epsilons=(4,),
         steps=2,
@@ -181,6 +181,7 @@ def test_unused_masks_are_reported_empty(tmp_path: Path):
         progress=False,
     )
     res = json.loads(path.read_text())
+    assert res["settings"]["label_key"] == "kind"
     assert res["defence"]["ImgD"] == {"n_features": 0}
     assert res["group_targeted"]["attacks"]["TextD"] == {"n_features": 0}
     assert np.isfinite(res["paper_finding"]["undefended"])

@@ -59,6 +59,11 @@ def test_study_gender_command_prints_what_it_wrote(tmp_path: Path, monkeypatch):
             "lookup",
             "--template",
             "{}",
+            "--pair-keys",  # the emoji-style labels of gender_case
+            "base",
+            "skin_tone",
+            "--role-key",
+            "base",
             "--permutations",
             "200",
             "--control-seeds",

@@ -63,15 +63,23 @@ def _text(t: str) -> np.ndarray:
     return 0.1 * hashed(t, 8) + E[3]
 
 
-def gender_case(tmp_path: Path) -> tuple[Path, Path, Path]:
+EMOJI_KEYS = {"pair_keys": ("base", "skin_tone"), "role_key": "base"}
+
+
+def gender_case(tmp_path: Path, generic: bool = False) -> tuple[Path, Path, Path]:
     """Woman images = e0 + 0.3 e1 + 0.5 e2, man images = e1 + 0.3 e0 + 0.5 e2 (+ noise on
     dims 4..7); feature 0 = relu(x0) is ImgD, feature 1 = relu(x1) is TextD. Neutral images
-    of roles r0-r2 lean woman, r3-r5 man."""
+    of roles r0-r2 lean woman, r3-r5 man. Labelled like the bundled emoji (``base``,
+    ``skin_tone``), or with ``generic`` by the default keys (``pair``, ``role``)."""
     rng = np.random.default_rng(0)
     records, images = [], []
     for r in range(6):
         for tone in ("light", "dark"):
-            base = {"base": f"r{r}", "skin_tone": tone, "group": "people"}
+            base = (
+                {"pair": f"r{r}/{tone}", "role": f"r{r}"}
+                if generic
+                else {"base": f"r{r}", "skin_tone": tone, "group": "people"}
+            )
             lean = (0.4, 0.1) if r < 3 else (0.1, 0.4)
             for gender, vec, cap in (
                 ("woman", E[0] + 0.3 * E[1] + 0.5 * E[2], f"woman r{r}: {tone}"),
@@ -83,7 +91,13 @@ def gender_case(tmp_path: Path) -> tuple[Path, Path, Path]:
                 records.append({"caption": cap, "gender": gender, **base})
     for i in range(6):
         images.append(rng.normal(0, 1, 8))
-        records.append({"caption": f"object {i}", "gender": "neutral", "base": f"o{i}"})
+        records.append(
+            {
+                "caption": f"object {i}",
+                "gender": "neutral",
+                ("role" if generic else "base"): f"o{i}",
+            }
+        )
     encoder = LookupEncoder(np.stack(images), _text)
     store = make_store(tmp_path, records, encoder)
     fmap = IdentityMap(8).save(tmp_path / "fmap")
@@ -105,6 +119,7 @@ def test_gender_study_constructed_case(tmp_path: Path):
         control_seeds=2,
         device="cpu",
         progress=False,
+        **EMOJI_KEYS,
     )
     res = json.loads(path.read_text())
     assert res["n_images"] == {"woman": 12, "man": 12}
@@ -156,6 +171,8 @@ def test_gender_study_rejects_missing_labels(tmp_path: Path):
             tmp_path / "o",
             model=LookupEncoder(np.zeros((1, 8)), _text),
             classes=("woman", "robot"),
+            label_key="gender",
+            **EMOJI_KEYS,
             device="cpu",
             progress=False,
         )
@@ -169,6 +186,7 @@ def test_gender_study_without_roles_skips_the_bias_table(tmp_path: Path):
         analysis,
         tmp_path / "out",
         model=LookupEncoder(np.zeros((1, 8)), _text),
+        pair_keys=EMOJI_KEYS["pair_keys"],
         role_key="occupation",
         permutations=100,
         control_seeds=1,
@@ -178,3 +196,46 @@ def test_gender_study_without_roles_skips_the_bias_table(tmp_path: Path):
     res = json.loads(path.read_text())
     assert res["bias"]["n_roles"] == 0 and "bias" not in res["removals"]["ImgD"]
     assert res["figures"] == ["gender_accuracy.png", "gender_features.png"]
+
+
+def test_gender_study_defaults_find_generic_labels(tmp_path: Path):
+    """Without label options the study finds the label holding both classes and the ``pair``
+    and ``role`` labels, and gives the results of naming them."""
+    store, fmap, analysis = gender_case(tmp_path, generic=True)
+    common = {
+        "model": LookupEncoder(np.zeros((1, 8)), _text),
+        "templates": ("{}",),
+        "permutations": 200,
+        "control_seeds": 1,
+        "device": "cpu",
+        "progress": False,
+    }
+    found = json.loads(gender_study(store, fmap, analysis, tmp_path / "a", **common).read_text())
+    named = gender_study(
+        store,
+        fmap,
+        analysis,
+        tmp_path / "b",
+        label_key="gender",
+        pair_keys=("pair",),
+        role_key="role",
+        **common,
+    )
+    named = json.loads(named.read_text())
+    settings = found["settings"]
+    assert (settings["label_key"], settings["pair_keys"], settings["role_key"]) == (
+        "gender",
+        ["pair"],
+        "role",
+    )
+    assert found["baseline"] == named["baseline"] and found["bias"] == named["bias"]
+    assert found["bias"]["n_roles"] == 6
+
+
+def test_gender_study_default_labels_missing_is_one_line_error(tmp_path: Path):
+    store, fmap, analysis = gender_case(tmp_path)  # emoji-style labels: no 'pair' label
+    common = {"model": LookupEncoder(np.zeros((1, 8)), _text), "device": "cpu", "progress": False}
+    with pytest.raises(MonoscopeError, match="'pair' label or --pair-keys; labels present: "):
+        gender_study(store, fmap, analysis, tmp_path / "o", **common)
+    with pytest.raises(MonoscopeError, match="no label takes the values 'woman' and 'robot'"):
+        gender_study(store, fmap, analysis, tmp_path / "o", classes=("woman", "robot"), **common)

@@ -30,18 +30,15 @@ SAE_EXPORT_FORMATS = typing.get_args(C.SaeExportFormat)
 
 def _run_embed(a: argparse.Namespace) -> list[Path]:
     from .data import open_source
-    from .embed import embed
-    from .store import Store
+    from .embed import embed, skipped_line
 
     c = config_of(a, C.EmbedConfig)
     source = open_source(c.data, image_column=c.image_column, caption_column=c.caption_column)
     out = [embed(c.model, source, c.out, **c.keywords("model", "data", "out", *_COLUMNS))]
     if os.environ.get("RANK", "0") != "0":
         return out
-    skipped = Store(out[0]).manifest.get("skipped") or {}
-    if skipped.get("count"):
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
-        print(f"skipped {skipped['count']} records: {reasons}", file=sys.stderr)
+    if line := skipped_line(out[0]):
+        print(line, file=sys.stderr)
     return out
 
 
@@ -157,8 +154,10 @@ def _run_report(a: argparse.Namespace) -> list[Path]:
 
     c = config_of(a, C.ReportConfig)
     out = render_report(c.analysis, c.out, **c.keywords("analysis", "out", "open"))
-    if c.open:
-        open_in_browser(out)
+    if c.open and not open_in_browser(out):
+        print(
+            f"monoscope: no browser to open it in; open {out.resolve()} yourself", file=sys.stderr
+        )
     return [out]
 
 
@@ -210,13 +209,12 @@ def _run_export_sae(a: argparse.Namespace) -> list[Path]:
     return [export_sae(c.format, c.featuremap, c.out)]
 
 
-def _output_of(args: argparse.Namespace) -> tuple[Path | None, bool]:
+def _output_of(command: str, out: Path | None) -> tuple[Path | None, bool]:
     """(output to lock, whether it is a file). Data-parallel ranks other than 0 share rank 0's
     directory and do not lock it."""
-    out = getattr(config_of(args, args.config), "out", None)
     if out is None or os.environ.get("RANK", "0") != "0":
         return None, False
-    return out, args.command == "report"
+    return out, command == "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,8 +292,15 @@ def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = None
     try:
-        with output_lock(*_output_of(args)), warnings.catch_warnings():
+        config = config_of(args, args.config)
+        out = getattr(config, "out", None)
+        if getattr(config, "progress", True) is False:
+            from .quiet import silence_library_progress
+
+            silence_library_progress()
+        with output_lock(*_output_of(args.command, out)), warnings.catch_warnings():
             warnings.showwarning = _show_warning
             paths = args.run(args)
     except MonoscopeError as e:
@@ -306,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"monoscope: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from .interrupted import kept_lines
+
         print("monoscope: interrupted", file=sys.stderr)
+        for line in kept_lines(args.command, out):
+            print(f"monoscope: {line}", file=sys.stderr)
         return 130
     for path in paths:
         print(f"wrote {path}")

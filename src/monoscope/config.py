@@ -52,8 +52,8 @@ PSEUDO_FIRINGS = 0.5  # chosen on the planted clip profile (docs/method.md)
 MIN_FIRINGS = 40  # chosen on the planted clip and null profiles (docs/method.md)
 DEFAULT_MAX_PIXELS = 64_000_000  # larger images are skipped undecoded (monoscope.data.pixels)
 
-GENDER_TEMPLATES = ("a photo of a {}", "an emoji of a {}", "a picture of a {}")
-CLASS_TEMPLATES = ("{}", "an image of {}", "a picture showing {}")
+GENDER_TEMPLATES = ("a photo of a {}",)  # the bundled emoji's: monoscope.data.emoji.GENDER
+CLASS_TEMPLATES = ("a photo of {}",)  # class prompt templates when none are given
 EPSILONS = (1.0, 2.0, 4.0, 8.0)  # L-inf budgets, in units of 1/255
 ALPHAS = (0.0, 0.15, 0.3, 0.6, 1.0)
 
@@ -462,7 +462,7 @@ class AblateConfig(Run):
     model: str | None = option(None, "encoder for class prompts (default: the store's model)")
     label_keys: tuple[str, ...] | None = option(
         None,
-        "label keys used as zero-shot classes (default: subgroup and group where present)",
+        "label keys used as zero-shot classes (default: every label that can serve)",
         flag="--labels",
     )
     templates: tuple[str, ...] = option(
@@ -621,14 +621,17 @@ class GenderConfig(StudyInputs):
         repeat=True,
         parse=T.template,
     )
-    label_key: str = option("gender", "label holding the gender")
+    label_key: str | None = option(
+        None, "label holding the gender (default: the one taking both classes)"
+    )
     classes: tuple[str, str] = option(("woman", "man"), "the two label values")
     neutral: str = option("neutral", "label value of gender-neutral images")
-    pair_keys: tuple[str, ...] = option(
-        ("base", "skin_tone"),
-        "labels shared by counterfactual pairs (generic data: one 'pair' label)",
+    pair_keys: tuple[str, ...] | None = option(
+        None,
+        "labels shared by counterfactual pairs (default: a 'pair' label; the bundled emoji: "
+        "base skin_tone)",
     )
-    role_key: str = option("base", "label grouping neutral images into roles")
+    role_key: str | None = option(None, "label grouping neutral images into roles (default: role)")
     fdr: float = option(0.05, "BH false discovery rate", parse=T.open_unit)
     min_effect: float = option(0.2, "minimum |d_z| of a feature", parse=T.non_negative_float)
     permutations: int = option(2000, "sign-flip permutations", parse=T.positive)
@@ -640,7 +643,9 @@ class GenderConfig(StudyInputs):
 class AdversarialConfig(StudyInputs):
     """``monoscope study adversarial``: PGD attacks, group-targeted attacks and defences."""
 
-    label_key: str = option("subgroup", "label used as zero-shot classes")
+    label_key: str | None = option(
+        None, "label used as zero-shot classes (default: the one that can serve)"
+    )
     templates: tuple[str, ...] = option(
         CLASS_TEMPLATES,
         "class prompt template with {} (repeatable)",

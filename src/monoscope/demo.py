@@ -40,7 +40,8 @@ def run_demo(
     from .analysis.compare import compare
     from .analysis.vocabulary import vocabulary_names
     from .analysis.words import word_drivers
-    from .embed import embed
+    from .data import emoji
+    from .embed import embed, skipped_line
     from .encoders import load_encoder
     from .featuremaps import load_featuremap
     from .featuremaps.train import train_featuremap
@@ -67,6 +68,9 @@ def run_demo(
         ),
     )
 
+    if line := skipped_line(store):
+        log(line)
+
     def train(method: str, where: Path, **kw: Any) -> Path:
         return train_featuremap(store, method, where, checkpoint_every=0, **kw, **common)
 
@@ -86,7 +90,16 @@ def run_demo(
     )
     ablation = stage(
         "ablation",
-        lambda: ablate(store, fmap, out / "ablation", analysis=analysis, model=encoder, **common),
+        lambda: ablate(
+            store,
+            fmap,
+            out / "ablation",
+            analysis=analysis,
+            model=encoder,
+            label_keys=emoji.CLASS_LABELS,
+            templates=emoji.CLASS_TEMPLATES,
+            **common,
+        ),
     )
     baselines = {"sae-topk": analysis}
     for name, opts in (("identity", {}), ("ncl", {k: v for k, v in NCL.items() if k != "method"})):
@@ -124,13 +137,18 @@ def run_demo(
     if studies:
         from .studies import adversarial_study, gender_study, steer_study
 
-        for name, study in (
-            ("gender", gender_study),
-            ("adversarial", adversarial_study),
-            ("steer", steer_study),
+        for name, study, opts in (  # the emoji labels' settings; the defaults are generic
+            ("gender", gender_study, emoji.GENDER),
+            ("adversarial", adversarial_study, emoji.ADVERSARIAL),
+            ("steer", steer_study, {}),
         ):
             where = out / "studies" / name
-            stage(name, lambda s=study, w=where: s(store, fmap, analysis, w, model=encoder, **run))
+            stage(
+                name,
+                lambda s=study, w=where, o=opts: s(
+                    store, fmap, analysis, w, model=encoder, **o, **run
+                ),
+            )
             study_dirs.append(where)
     report = stage(
         "report",

@@ -29,7 +29,8 @@ from .data.pixels import DEFAULT_MAX_PIXELS, set_max_pixels
 from .distributed import Dist
 from .encoders import DualEncoder, load_encoder
 from .locks import locked
-from .store import StoreWriter
+from .retrieval_check import record_retrieval_check
+from .store import Store, StoreWriter
 
 
 @locked()
@@ -52,8 +53,9 @@ def embed(
     """Embed every pair of ``data`` with ``model`` into the store ``out``.
 
     Pairs with a missing or corrupt image, an empty caption, or a non-finite embedding are
-    skipped and counted by reason in the manifest. With ``resume=True`` an interrupted run
-    continues at its first uncommitted shard. Images of more than ``max_pixels`` pixels are
+    skipped and counted by reason in the manifest, as is the store's own in-batch retrieval
+    (:mod:`monoscope.retrieval_check`; a warning when the pocket model is at chance on it).
+    With ``resume=True`` an interrupted run continues at its first uncommitted shard. Images of more than ``max_pixels`` pixels are
     skipped (``image too large``) before they are decoded.
     """
     if batch_size < 1 or shard_size < 1 or workers < 0:
@@ -137,7 +139,20 @@ def embed(
     bar.close()
     writer.end(records)
     ddp.barrier()
-    return writer.finish() if rank == 0 else writer.path
+    if rank != 0:
+        return writer.path
+    path = writer.finish()
+    record_retrieval_check(path)  # in the manifest; warns when the pocket model is lost
+    return path
+
+
+def skipped_line(store: str | Path) -> str | None:
+    """``skipped N records: reason n, ...`` from a store's manifest; None when none was skipped."""
+    skipped = Store(store).manifest.get("skipped") or {}
+    if not skipped.get("count"):
+        return None
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.get("reasons", {}).items()))
+    return f"skipped {skipped['count']} records: {reasons}"
 
 
 _END = -1

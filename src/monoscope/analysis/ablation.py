@@ -12,6 +12,7 @@ from all alive features.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.metrics import retrieval_ranks
 from ..integrity import check_analysis_matches
+from ..labels import class_label_keys
 from ..locks import locked
 from ..outputs import prepare_out
 from ..store import Store
@@ -114,7 +116,8 @@ def ablate(
 
     ``analysis`` gives the groups (computed into ``out/analysis`` when omitted); ``model``
     embeds the class prompts (default: the store's own encoder). ``label_keys`` are the pair
-    labels used as zero-shot classes (default: ``subgroup`` and ``group`` where present).
+    labels used as zero-shot classes (default: every label that can serve, see
+    :func:`monoscope.labels.class_label_keys`; retrieval only, with a warning, when none can).
     Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them). A non-empty
     ``out`` that is not an ablation is refused unless ``overwrite``.
     """
@@ -229,7 +232,13 @@ def _zero_shot_tasks(
 ) -> dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray]]:
     """For each label key: class embeddings, per-pair class index, and which pairs have one."""
     present = {k for p in pairs for k in p.get("labels", {})}
-    keys = list(label_keys) if label_keys else [k for k in ("subgroup", "group") if k in present]
+    keys = list(label_keys) if label_keys else class_label_keys(pairs)
+    if not keys:
+        warnings.warn(
+            "no label can serve as zero-shot classes (labels present: "
+            f"{sorted(present) or 'none'}); only retrieval is measured",
+            stacklevel=2,
+        )
     missing = [k for k in keys if k not in present]
     if missing:
         raise MonoscopeError(

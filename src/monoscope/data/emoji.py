@@ -22,6 +22,19 @@ from . import BadRecord, Pair
 
 IMAGE_SIZE = 64
 
+# Settings that suit these labels; the stages' own defaults are generic, so the demo passes
+# these explicitly: the zero-shot classes and prompts of ablate and the adversarial study, and
+# the gender study's labels and prompts.
+CLASS_LABELS = ("subgroup", "group")
+CLASS_TEMPLATES = ("{}", "an image of {}", "a picture showing {}")
+ADVERSARIAL = {"label_key": "subgroup", "templates": CLASS_TEMPLATES}
+GENDER = {
+    "templates": ("a photo of a {}", "an emoji of a {}", "a picture of a {}"),
+    "label_key": "gender",
+    "pair_keys": ("base", "skin_tone"),
+    "role_key": "base",
+}
+
 
 def _asset(name: str) -> Any:
     return importlib.resources.files("monoscope").joinpath("assets", name)

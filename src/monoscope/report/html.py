@@ -768,4 +768,7 @@ def _jsonable(obj: Any) -> Any:
 
 def open_in_browser(path: str | Path) -> bool:
     """Open a report in the default web browser; False if no browser could be started."""
-    return webbrowser.open(Path(path).resolve().as_uri())
+    try:
+        return webbrowser.open(Path(path).resolve().as_uri())
+    except webbrowser.Error:  # e.g. a BROWSER variable naming no runnable browser
+        return False

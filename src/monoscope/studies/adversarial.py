@@ -47,6 +47,7 @@ from ..artefacts import STUDY_VERSION
 from ..config import EPSILONS, OBJECTIVES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
+from ..labels import one_class_label_key
 from ..report.plots import GROUP_COLORS, MPL_STYLE
 from ..store import Store
 from ._common import (
@@ -154,7 +155,7 @@ def adversarial_study(
     out: str | Path,
     *,
     model: str | DualEncoder | None = None,
-    label_key: str = "subgroup",
+    label_key: str | None = None,
     templates: Sequence[str] = TEMPLATES,
     n_images: int = 256,
     epsilons: Sequence[float] = EPSILONS,
@@ -172,7 +173,9 @@ def adversarial_study(
 ) -> Path:
     """Run the adversarial study; returns the path of ``out/adversarial.json``.
 
-    ``epsilons``, ``group_eps`` and ``step_size`` are in units of 1/255. The defences are
+    ``label_key`` names the zero-shot classes (default: the one label that can serve, see
+    :func:`monoscope.labels.one_class_label_key`). ``epsilons``, ``group_eps`` and
+    ``step_size`` are in units of 1/255. The defences are
     trained against the first objective's attacks.
     """
     out = Path(out)
@@ -188,6 +191,7 @@ def adversarial_study(
         if not callable(getattr(inp.encoder, attr, None)):
             raise MonoscopeError(f"the encoder has no differentiable image path ({attr})")
     pairs = inp.store.pairs()
+    label_key = label_key or one_class_label_key(pairs)
     require_labels(pairs, [label_key])
     labels = label_array(pairs, label_key)
     names = sorted(set(labels) - {""})

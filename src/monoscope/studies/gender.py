@@ -37,6 +37,7 @@ from ..artefacts import STUDY_VERSION
 from ..config import GENDER_TEMPLATES
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
+from ..labels import key_with_values, present_labels
 from ..report.plots import GROUP_COLORS, MPL_STYLE
 from ..store import Store
 from ._common import (
@@ -126,11 +127,11 @@ def gender_study(
     *,
     model: str | DualEncoder | None = None,
     templates: Sequence[str] = GENDER_TEMPLATES,
-    label_key: str = "gender",
+    label_key: str | None = None,
     classes: tuple[str, str] = ("woman", "man"),
     neutral: str = "neutral",
-    pair_keys: Sequence[str] = ("base", "skin_tone"),
-    role_key: str = "base",
+    pair_keys: Sequence[str] | None = None,
+    role_key: str | None = None,
     fdr: float = 0.05,
     min_effect: float = 0.2,
     permutations: int = 2000,
@@ -142,10 +143,12 @@ def gender_study(
 ) -> Path:
     """Run the gender study; returns the path of ``out/gender.json`` (see module docstring).
 
-    ``classes`` are the two label values of ``label_key`` and also the words put into the
-    ``templates``; ``pair_keys`` are the labels that make two pairs counterfactuals of each
-    other (generic datasets: one ``pair`` label); ``role_key`` groups the ``neutral`` images
-    into roles for the bias table (skipped when absent).
+    ``classes`` are the two label values of ``label_key`` (default: the one label that takes
+    both) and also the words put into the ``templates``; ``pair_keys`` are the labels that make
+    two pairs counterfactuals of each other (default: a ``pair`` label; the bundled emoji:
+    ``base`` and ``skin_tone``, see :data:`monoscope.data.emoji.GENDER`); ``role_key`` groups
+    the ``neutral`` images into roles for the bias table (default: a ``role`` label; the table
+    is skipped when absent).
     """
     out = Path(out)
     if len(classes) != 2 or classes[0] == classes[1]:
@@ -156,6 +159,16 @@ def gender_study(
         store, featuremap, analysis, out, model=model, device=device, seed=seed, progress=progress
     )
     pairs = inp.store.pairs()
+    label_key = label_key or key_with_values(pairs, classes)
+    if pair_keys is None:
+        if "pair" not in present_labels(pairs):
+            raise MonoscopeError(
+                "the gender study needs labels that tie each counterfactual pair together: a "
+                "'pair' label or --pair-keys; labels present: "
+                f"{present_labels(pairs) or 'none'}"
+            )
+        pair_keys = ("pair",)
+    role_key = role_key or "role"
     require_labels(pairs, [label_key, *pair_keys])
     labels = label_array(pairs, label_key)
     rows = np.flatnonzero(np.isin(labels, classes))
