@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .sparse import SparseCodes
 from .stats import column_counts, column_sums
 
 
@@ -102,17 +103,29 @@ class MSAccumulator:
         self.lo = torch.full((n_features,), torch.inf, dtype=torch.float64)
         self.hi = torch.full((n_features,), -torch.inf, dtype=torch.float64)
 
-    def update(self, acts: torch.Tensor, embeddings: np.ndarray | torch.Tensor) -> None:
+    def update(
+        self, acts: torch.Tensor | SparseCodes, embeddings: np.ndarray | torch.Tensor
+    ) -> None:
+        """Add a (B, K) batch of activations (dense or sparse) and their (B, d) embeddings;
+        A^T E costs O(B * K * d) dense, O(B * k * d) sparse (an ``embedding_bag``)."""
         e = unit_rows(embeddings)
-        a = acts.float()
-        self.n += a.shape[0]
-        self.ae += (a.T @ e).double()
+        self.n += acts.shape[0]
         self.e += e.sum(0).double()
-        self.a += column_sums(a).double()
-        self.a2 += column_sums(a * a).double()
-        self.fired += column_counts(a)
-        self.lo = torch.minimum(self.lo, a.amin(0).double())
-        self.hi = torch.maximum(self.hi, a.amax(0).double())
+        if isinstance(acts, SparseCodes):
+            self.ae += acts.weighted_rows(e).double()
+            self.a += acts.sums
+            self.a2 += acts.squares
+            self.fired += acts.counts
+            lo, hi = acts.minima, acts.maxima
+        else:
+            a = acts.float()
+            self.ae += (a.T @ e).double()
+            self.a += column_sums(a).double()
+            self.a2 += column_sums(a * a).double()
+            self.fired += column_counts(a)
+            lo, hi = a.amin(0), a.amax(0)
+        self.lo = torch.minimum(self.lo, lo.double())
+        self.hi = torch.maximum(self.hi, hi.double())
 
     def scores(self) -> np.ndarray:
         """(K,) MS per feature in [-1, 1]; NaN where it is not defined (see the class)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .sparse import SparseCodes, matches
+
 
 def column_sums(x: torch.Tensor) -> torch.Tensor:
     """(K,) float32 sums over the rows of a (B, K) batch, as one matrix-vector product (a
@@ -30,13 +32,17 @@ class FeatureStats:
         self.top_val = torch.full((n_features, top_m), -torch.inf)
         self.top_idx = torch.full((n_features, top_m), -1, dtype=torch.int64)
 
-    def update(self, acts: torch.Tensor, start: int) -> None:
+    def update(self, acts: torch.Tensor | SparseCodes, start: int) -> None:
         """Add a (B, K) batch of activations whose first row has index ``start``; the batch's
-        own top-m is found first, so the merge touches (K, 2m) values."""
-        b = acts.shape[0]
-        vals, idx = acts.topk(min(self.top_m, b), dim=0)  # (m, K), sorted
-        vals = torch.cat([self.top_val, vals.T.float()], dim=1)
-        idx = torch.cat([self.top_idx, idx.T + start], dim=1)
+        own top-m is found first (from sparse codes: among the entries that fire only), so the
+        merge touches (K, 2m) values."""
+        if isinstance(acts, SparseCodes):
+            vals, idx = _sparse_top(acts, self.top_m)
+        else:
+            vals, idx = acts.topk(min(self.top_m, acts.shape[0]), dim=0)  # (m, K), sorted
+            vals, idx = vals.T.float(), idx.T
+        vals = torch.cat([self.top_val, vals], dim=1)
+        idx = torch.cat([self.top_idx, idx + start], dim=1)
         self.top_val, pos = vals.topk(self.top_m, dim=1)
         self.top_idx = idx.gather(1, pos)
 
@@ -48,6 +54,21 @@ class FeatureStats:
         return idx.numpy(), val.numpy()
 
 
+def _sparse_top(acts: SparseCodes, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, m) values and batch rows of each feature's m largest entries, sorted (-inf / -1
+    pad where a feature fires on fewer rows)."""
+    order, offsets = acts.by_latent
+    cols = acts.cols[order]
+    rank = torch.arange(len(cols)) - offsets[cols]
+    keep = rank < m
+    cols, rank, order = cols[keep], rank[keep], order[keep]
+    vals = torch.full((acts.n_features, m), -torch.inf)
+    idx = torch.full((acts.n_features, m), -1, dtype=torch.int64)
+    vals[cols, rank] = acts.vals[order]
+    idx[cols, rank] = acts.rows[order]
+    return vals, idx
+
+
 class RatioStats:
     """Accumulate sum and count of A^V / (A^V + A^T) over pairs where either is active."""
 
@@ -55,7 +76,19 @@ class RatioStats:
         self.sum = torch.zeros(n_features, dtype=torch.float64)
         self.count = torch.zeros(n_features, dtype=torch.int64)
 
-    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
+    def update(
+        self, acts_img: torch.Tensor | SparseCodes, acts_txt: torch.Tensor | SparseCodes
+    ) -> None:
+        if isinstance(acts_img, SparseCodes) and isinstance(acts_txt, SparseCodes):
+            # 1 where only the image fires, a / (a + b) where both do, 0 where only the text
+            a, b = acts_img, acts_txt
+            i, j = matches(a, b)
+            both = a.cols[i]
+            ratio = a.vals[i].double() / (a.vals[i].double() + b.vals[j])
+            self.sum += a.counts - torch.bincount(both, minlength=a.n_features)
+            self.sum.index_add_(0, both, ratio)
+            self.count += a.counts + b.counts - torch.bincount(both, minlength=a.n_features)
+            return
         total = acts_img + acts_txt
         ratio = acts_img / total.masked_fill(total <= 0, 1.0)  # 0 where neither fires
         self.sum += column_sums(ratio).double()
