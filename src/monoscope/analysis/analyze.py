@@ -13,6 +13,7 @@ import csv
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -67,7 +68,7 @@ from .monosemanticity import (
 )
 from .naming import feature_names
 from .rules import RuleSettings, apply_rule
-from .sparse import Encoder, SparseCodes, sparse_encoder
+from .sparse import Encoder, SparseCodes, one_thread, sparse_encoder
 from .stats import FeatureStats, RatioStats, column_sums
 from .uncertainty import SignFlipTest
 
@@ -125,8 +126,9 @@ def stream(
                 a_img = _encode(fmap, sparse, x_img, "image", device)
                 a_txt = _encode(fmap, sparse, x_txt, "text", device)
                 batch = Batch(shard.start + lo, x_img, x_txt, a_img, a_txt)
-                for consume in consumers:
-                    consume(batch)
+                with one_thread() if sparse else nullcontext():
+                    for consume in consumers:
+                        consume(batch)
                 bar.update(len(x_img))
     bar.close()
 

@@ -29,24 +29,22 @@ def embsim(
     """Mean pairwise cosine of each feature's top-m evaluator embeddings.
 
     ``top_embeddings`` is (K, m, d), sorted by activation; ``valid`` (K, m) marks real entries
-    (a feature with fewer than 2 valid entries gets NaN). One batched Gram matrix per feature
-    (O(K*m^2*d) in a matmul) gives the cosines; with ``ms`` the result is (len(ms), K): the
-    EmbSim of every prefix length in ``ms``, read off the Gram matrix's 2-D prefix sums.
+    (a feature with fewer than 2 valid entries gets NaN). With unit rows u_i, the cosines of
+    n rows sum to ||sum_i u_i||^2 - n over their n (n - 1) ordered pairs, so the sums of the
+    first m unit rows, one batched (len(ms), m) x (m, d) product per feature, give the EmbSim of
+    every prefix length m in ``ms`` (then the result is (len(ms), K)) in O(K * m * d).
     """
     x = torch.as_tensor(top_embeddings, dtype=torch.float32)
     k, m_max = x.shape[:2]
     v = torch.ones(k, m_max) if valid is None else torch.as_tensor(valid, dtype=torch.float32)
-    gram = torch.bmm(x, x.transpose(1, 2))
-    inv = v / gram.diagonal(dim1=1, dim2=2).clamp(min=1e-24).sqrt()
-    cos = (gram * inv[:, :, None] * inv[:, None, :]).double()
-    block = cos.cumsum(1).cumsum(2)  # block[:, a, a] = sum of cos over the first a+1 rows
-    counts = v.cumsum(1).double()
-    out = []
-    for m in [m_max] if ms is None else ms:
-        n = counts[:, m - 1]
-        sims = (block[:, m - 1, m - 1] - n) / (n * (n - 1)).clamp(min=1)
-        out.append(torch.where(n >= 2, sims, torch.nan).numpy())
-    return np.stack(out) if ms is not None else out[0]
+    lengths = [m_max] if ms is None else list(ms)
+    w = v / x.norm(dim=2).clamp(min=1e-12)  # (K, m): valid rows scaled to unit length
+    prefix = torch.arange(m_max)[None, :] < torch.tensor(lengths)[:, None]  # (len(ms), m)
+    totals = torch.bmm(w[:, None, :] * prefix, x).double()  # (K, len(ms), d)
+    n = (v[:, None, :] * prefix).sum(2).double()  # (K, len(ms))
+    sims = ((totals * totals).sum(2) - n) / (n * (n - 1)).clamp(min=1)
+    out = torch.where(n >= 2, sims, torch.nan).T.numpy()
+    return out if ms is not None else out[0]
 
 
 def random_sets(n: int, m: int, samples: int, seed: int = 0) -> np.ndarray:

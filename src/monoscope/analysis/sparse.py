@@ -10,7 +10,8 @@ NCL, ReLU and JumpReLU SAEs) keep the dense path: :func:`sparse_encoder` returns
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -126,14 +127,23 @@ def matches(a: SparseCodes, b: SparseCodes) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:
-    """Stable argsort on one CPU thread (torch's parallel sort stalls on oversubscribed cores;
-    see :meth:`monoscope.featuremaps.sparse.ActiveSet.by_latent`)."""
-    threads = torch.get_num_threads()
-    if keys.device.type != "cpu" or threads == 1:
+    with one_thread():
         return torch.sort(keys, stable=True).indices
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block. The sparse bookkeeping is a series of
+    small operations (~10^5 entries each); on oversubscribed cores their parallel versions wait
+    for a descheduled thread and take 10-100x longer, as the sort of
+    :meth:`monoscope.featuremaps.sparse.ActiveSet.by_latent` does (benchmarks/README.md)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
     torch.set_num_threads(1)
     try:
-        return torch.sort(keys, stable=True).indices
+        yield
     finally:
         torch.set_num_threads(threads)
 
@@ -157,11 +167,14 @@ def sparse_encoder(fmap: FeatureMap) -> Encoder | None:
         def encode(x: torch.Tensor, modality: str) -> SparseCodes:
             pre = inner.pre_acts(prepare(x, modality))
             vals, idx = pre.topk(min(inner.k, pre.shape[-1]), dim=-1, sorted=False)
-            return SparseCodes.from_topk(idx, torch.relu(vals), inner.n_features)
+            with one_thread():
+                return SparseCodes.from_topk(idx, torch.relu(vals), inner.n_features)
 
         return encode
 
     def encode_thresholded(x: torch.Tensor, modality: str) -> SparseCodes:
-        return SparseCodes.from_dense(inner.encode(prepare(x, modality)))
+        codes = inner.encode(prepare(x, modality))
+        with one_thread():
+            return SparseCodes.from_dense(codes)
 
     return encode_thresholded
