@@ -139,8 +139,9 @@ def _encode(
     x_dev = torch.from_numpy(x).to(device)
     if sparse is not None:
         c = sparse(x_dev, modality)
-        codes: Codes = SparseCodes(c.rows.cpu(), c.cols.cpu(), c.vals.float().cpu(), c.shape)
-        finite = codes.is_finite()
+        with one_thread():
+            codes: Codes = SparseCodes(c.rows.cpu(), c.cols.cpu(), c.vals.float().cpu(), c.shape)
+            finite = codes.is_finite()
     else:
         codes = fmap.encode_modality(x_dev, modality).float().cpu()
         finite = bool(torch.isfinite(column_sums(codes)).all())  # a NaN or inf reaches its sum

@@ -165,7 +165,9 @@ def sparse_encoder(fmap: FeatureMap) -> Encoder | None:
     if isinstance(inner, TopKSAE):  # the k largest pre-activations of each row, ReLU'd
 
         def encode(x: torch.Tensor, modality: str) -> SparseCodes:
-            pre = inner.pre_acts(prepare(x, modality))
+            with one_thread():  # elementwise: the same values on any number of threads
+                xs = inner.scaled(prepare(x, modality))
+            pre = torch.addmm(inner.b_enc, xs, inner.W_enc)  # = inner.pre_acts(x)
             vals, idx = pre.topk(min(inner.k, pre.shape[-1]), dim=-1, sorted=False)
             with one_thread():
                 return SparseCodes.from_topk(idx, torch.relu(vals), inner.n_features)
