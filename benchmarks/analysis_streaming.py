@@ -39,6 +39,9 @@ BASELINE = "9ae740f"  # the last commit before the sparse analysis pass's predec
 
 CHILD = r"""
 import json, resource, sys, time
+import torch
+if sys.argv[4] != "0":
+    torch.set_num_threads(int(sys.argv[4]))
 from monoscope.analysis.analyze import analyze
 t = time.perf_counter()
 analyze(sys.argv[1], sys.argv[2], sys.argv[3], device="cpu", progress=False)
@@ -83,10 +86,12 @@ def make_featuremap(path: Path) -> Path:
     return sae.save(path)
 
 
-def run_child(src: Path, store: Path, fmap: Path, out: Path) -> dict[str, float]:
+def run_child(src: Path, store: Path, fmap: Path, out: Path, threads: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, str(store), str(fmap), str(out)],
+        [sys.executable, "-c", CHILD, str(store), str(fmap), str(out), str(threads)],
         env=env,
         capture_output=True,
         text=True,
@@ -115,6 +120,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", default=BASELINE, help="git commit to compare against")
     ap.add_argument("--no-baseline", action="store_true", help="time this checkout only")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="CPU threads per run (torch and BLAS; 0: defaults)"
+    )
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -122,14 +130,17 @@ def main() -> None:
         if not a.no_baseline:
             sources = {"baseline": baseline_src(a.baseline, tmp), **sources}
         fmap = make_featuremap(tmp / "fmap")
-        print(f"baseline {a.baseline if not a.no_baseline else '-'}; load average {load()}")
+        print(
+            f"baseline {a.baseline if not a.no_baseline else '-'}; threads "
+            f"{a.threads or torch.get_num_threads()}; load average {load()}"
+        )
         results: dict[tuple[int, str], list[dict[str, float]]] = {}
         for n in a.sizes:
             store = make_store(tmp / f"store{n}", n)
             for r in range(a.rounds):
                 order = list(sources) if r % 2 == 0 else list(sources)[::-1]
                 for name in order:
-                    res = run_child(sources[name], store, fmap, tmp / f"out-{name}-{n}")
+                    res = run_child(sources[name], store, fmap, tmp / f"out-{name}-{n}", a.threads)
                     results.setdefault((n, name), []).append(res)
                     print(
                         f"N={n:>9,} round {r + 1} {name:>8}: {res['wall_s']:7.1f} s  "
