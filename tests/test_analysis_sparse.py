@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import monoscope.analysis.analyze as analyze_module
+import monoscope.analysis.sparse as sparse_module
 from monoscope.analysis.analyze import analyze, read_feature_table
 from monoscope.analysis.evidence import MomentAccumulator
 from monoscope.analysis.monosemanticity import MSAccumulator
@@ -172,7 +173,13 @@ def test_analysis_is_the_same_through_the_sparse_and_the_dense_path(
     if isinstance(fmap, BatchTopKSAE):
         fmap.threshold.fill_(1.0)
     kw = {"device": "cpu", "progress": False, "batch_size": 128, "permutations": 200, **options}
+    monkeypatch.setattr(sparse_module, "GEMM_ROWS", 48)  # blocks that do not divide a batch
+    used = []
+    monkeypatch.setattr(
+        analyze_module, "sparse_encoder", lambda f: used.append(sparse_encoder(f)) or used[-1]
+    )
     sparse = analyze(store, fmap, tmp_path / "sparse", **kw)
+    assert used and used[-1] is not None  # the sparse path ran
     monkeypatch.setattr(analyze_module, "sparse_encoder", lambda fmap: None)
     dense = analyze(store, fmap, tmp_path / "dense", **kw)
 

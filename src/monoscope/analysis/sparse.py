@@ -23,6 +23,7 @@ from ..featuremaps.center import CenteredMap
 from ..featuremaps.sae import TopKSAE, _TopKFamily
 
 _LOW31 = 0x7FFFFFFF
+GEMM_ROWS = 1024  # rows per pre-activation block of the TopK encoder (a 32 MB block at 8,192)
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,15 @@ def sparse_encoder(fmap: FeatureMap) -> Encoder | None:
         def encode(x: torch.Tensor, modality: str) -> SparseCodes:
             with one_thread():  # elementwise: the same values on any number of threads
                 xs = inner.scaled(prepare(x, modality))
-            pre = torch.addmm(inner.b_enc, xs, inner.W_enc)  # = inner.pre_acts(x)
-            vals, idx = pre.topk(min(inner.k, pre.shape[-1]), dim=-1, sorted=False)
+            k = min(inner.k, inner.n_features)
+            chunks = [  # pre-activations (= inner.pre_acts) by row blocks that stay in cache
+                torch.addmm(inner.b_enc, xs[lo : lo + GEMM_ROWS], inner.W_enc).topk(
+                    k, dim=-1, sorted=False
+                )
+                for lo in range(0, len(xs), GEMM_ROWS)
+            ]
+            vals = torch.cat([c.values for c in chunks])
+            idx = torch.cat([c.indices for c in chunks])
             with one_thread():
                 return SparseCodes.from_topk(idx, torch.relu(vals), inner.n_features)
 
