@@ -24,7 +24,9 @@ class FeatureStats:
     """Accumulate the top-m samples of each feature in one modality.
 
     Feed activation batches (B, K) in row order with :meth:`update`; rows are numbered by the
-    ``start`` offset given with each batch.
+    ``start`` offset given with each batch. Equal activations are listed in row order (and at
+    the cut the earlier rows are kept, except for ties inside one dense batch, where torch's
+    topk decides which rows make the cut).
     """
 
     def __init__(self, n_features: int, top_m: int = 20):
@@ -37,14 +39,19 @@ class FeatureStats:
         own top-m is found first (from sparse codes: among the entries that fire only), so the
         merge touches (K, 2m) values."""
         if isinstance(acts, SparseCodes):
-            vals, idx = _sparse_top(acts, self.top_m)
+            vals, idx = _sparse_top(acts, self.top_m)  # ties in row order already
         else:
             vals, idx = acts.topk(min(self.top_m, acts.shape[0]), dim=0)  # (m, K), sorted
-            vals, idx = vals.T.float(), idx.T
+            idx, by_row = idx.T.sort(dim=1)
+            vals = vals.T.float().gather(1, by_row)
+            vals, pos = vals.sort(dim=1, descending=True, stable=True)
+            idx = idx.gather(1, pos)
+        # both lists are sorted with ties in row order and every earlier row precedes every
+        # new one, so a stable sort keeps ties in row order
         vals = torch.cat([self.top_val, vals], dim=1)
         idx = torch.cat([self.top_idx, idx + start], dim=1)
-        self.top_val, pos = vals.topk(self.top_m, dim=1)
-        self.top_idx = idx.gather(1, pos)
+        vals, pos = vals.sort(dim=1, descending=True, stable=True)
+        self.top_val, self.top_idx = vals[:, : self.top_m], idx.gather(1, pos[:, : self.top_m])
 
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, m) row indices and values of the largest *positive* activations; -1 pads."""
