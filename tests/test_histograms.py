@@ -11,6 +11,7 @@ import torch
 
 from monoscope._util import MonoscopeError, write_json
 from monoscope.analysis.histograms import HistogramAccumulator
+from monoscope.analysis.sparse import SparseCodes
 from monoscope.artefacts import FINE_BINS, HISTOGRAMS_FILE, Analysis, Histograms
 from monoscope.report.histograms import from_exact
 
@@ -78,7 +79,7 @@ def test_sparse_codes_count_like_dense() -> None:
             for m, x in parts.items()
         }
         a.update(kept["image"], kept["text"])
-        b.update(*((s.indices, s.values) for s in sparse.values()))
+        b.update(*(SparseCodes.from_topk(s.indices, s.values, k) for s in sparse.values()))
     assert torch.equal(a.counts, b.counts) and torch.equal(a.exponent, b.exponent)
 
 

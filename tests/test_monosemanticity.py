@@ -41,6 +41,20 @@ def test_embsim_with_padding_matches_pairwise_loop():
     assert np.isnan(got[2])
 
 
+def test_embsim_m_sweep_matches_pairwise_loop_per_prefix():
+    rng = np.random.default_rng(3)
+    e = rng.standard_normal((3, 7, 4))
+    valid = np.ones((3, 7), bool)
+    valid[2, 3:] = False
+    got = embsim(e, valid, ms=[2, 5, 7])
+    assert got.shape == (3, 3)
+    for j, m in enumerate((2, 5, 7)):
+        for k in range(3):
+            rows = e[k, :m][valid[k, :m]]
+            ref = np.mean([_cos(a, b) for a, b in itertools.permutations(rows, 2)])
+            assert got[j, k] == pytest.approx(ref, abs=1e-6)
+
+
 def test_random_set_null_is_centred_on_mean_pairwise_cosine():
     rng = np.random.default_rng(1)
     emb = rng.standard_normal((60, 4)) + np.array([1.0, 0, 0, 0])

@@ -13,8 +13,9 @@ import csv
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,37 @@ from .monosemanticity import (
 )
 from .naming import feature_names
 from .rules import RuleSettings, apply_rule
+from .sparse import Encoder, SparseCodes, one_thread, sparse_encoder
 from .stats import FeatureStats, RatioStats, column_sums
 from .uncertainty import SignFlipTest
 
 M_SWEEP = (5, 10, 20, 50)
+Codes = torch.Tensor | SparseCodes
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch of pairs: row offset, embeddings and feature activations of both modalities."""
+    """One batch of pairs: row offset, embeddings and feature activations of both modalities,
+    as dense (B, K) tensors or, from maps with sparse codes, as :class:`SparseCodes`
+    (``codes_*``); ``a_img`` / ``a_txt`` are always dense (made on first use)."""
 
     start: int
     x_img: np.ndarray
     x_txt: np.ndarray
-    a_img: torch.Tensor
-    a_txt: torch.Tensor
+    codes_img: Codes
+    codes_txt: Codes
+
+    @cached_property
+    def a_img(self) -> torch.Tensor:
+        return _dense(self.codes_img)
+
+    @cached_property
+    def a_txt(self) -> torch.Tensor:
+        return _dense(self.codes_txt)
+
+
+def _dense(codes: Codes) -> torch.Tensor:
+    return codes.dense() if isinstance(codes, SparseCodes) else codes
 
 
 def stream(
@@ -99,26 +116,38 @@ def stream(
             f"the store has dimension {store.dim} but the feature map expects {fmap.dim}"
         )
     fmap = fmap.to(device).eval()
+    sparse = sparse_encoder(fmap)
     bar = tqdm(total=store.count, unit="pair", desc="analyze", disable=not progress)
     with torch.inference_mode():
         for shard in store.shards():
             for lo in range(0, len(shard.image), batch_size):
                 x_img = np.array(shard.image[lo : lo + batch_size], dtype=np.float32)
                 x_txt = np.array(shard.text[lo : lo + batch_size], dtype=np.float32)
-                a_img = _encode(fmap, x_img, "image", device)
-                a_txt = _encode(fmap, x_txt, "text", device)
+                a_img = _encode(fmap, sparse, x_img, "image", device)
+                a_txt = _encode(fmap, sparse, x_txt, "text", device)
                 batch = Batch(shard.start + lo, x_img, x_txt, a_img, a_txt)
-                for consume in consumers:
-                    consume(batch)
+                with one_thread() if sparse else nullcontext():
+                    for consume in consumers:
+                        consume(batch)
                 bar.update(len(x_img))
     bar.close()
 
 
-def _encode(fmap: FeatureMap, x: np.ndarray, modality: str, device: str) -> torch.Tensor:
-    acts = fmap.encode_modality(torch.from_numpy(x).to(device), modality).float().cpu()
-    if not torch.isfinite(column_sums(acts)).all():  # a NaN or inf anywhere reaches its sum
+def _encode(
+    fmap: FeatureMap, sparse: Encoder | None, x: np.ndarray, modality: str, device: str
+) -> Codes:
+    x_dev = torch.from_numpy(x).to(device)
+    if sparse is not None:
+        c = sparse(x_dev, modality)
+        with one_thread():
+            codes: Codes = SparseCodes(c.rows.cpu(), c.cols.cpu(), c.vals.float().cpu(), c.shape)
+            finite = codes.is_finite()
+    else:
+        codes = fmap.encode_modality(x_dev, modality).float().cpu()
+        finite = bool(torch.isfinite(column_sums(codes)).all())  # a NaN or inf reaches its sum
+    if not finite:
         raise MonoscopeError("the feature map produced non-finite activations")
-    return acts
+    return codes
 
 
 @locked()
@@ -208,13 +237,13 @@ def analyze(
     hist = HistogramAccumulator(k)
     consumers: list[Callable[[Batch], None]] = [
         lambda b: gap.update(b.x_img, b.x_txt),
-        lambda b: img.update(b.a_img, b.start),
-        lambda b: txt.update(b.a_txt, b.start),
-        lambda b: ms_img.update(b.a_img, b.x_img),
-        lambda b: ms_txt.update(b.a_txt, b.x_txt),
-        lambda b: hist.update(b.a_img, b.a_txt),
+        lambda b: img.update(b.codes_img, b.start),
+        lambda b: txt.update(b.codes_txt, b.start),
+        lambda b: ms_img.update(b.codes_img, b.x_img),
+        lambda b: ms_txt.update(b.codes_txt, b.x_txt),
+        lambda b: hist.update(b.codes_img, b.codes_txt),
         *(
-            partial(lambda acc, b: acc.update(b.a_img, b.a_txt), acc)
+            partial(lambda acc, b: acc.update(b.codes_img, b.codes_txt), acc)
             for acc in (moments_acc, ratios, test)
             if acc is not None
         ),

@@ -31,6 +31,7 @@ from scipy.special import ndtr
 
 from ..config import MIN_FIRINGS, PSEUDO_FIRINGS
 from .mds import GROUPS
+from .sparse import SparseCodes, matches
 from .stats import column_counts, column_sums
 from .uncertainty import benjamini_hochberg
 
@@ -98,13 +99,26 @@ class MomentAccumulator:
         self.sums = torch.zeros(5, n_features, dtype=torch.float64)
         self.fired = torch.zeros(3, n_features, dtype=torch.int64)
 
-    def update(self, a_img: torch.Tensor, a_txt: torch.Tensor) -> None:
-        """Add a (B, K) batch of non-negative paired activations."""
+    def update(self, a_img: torch.Tensor | SparseCodes, a_txt: torch.Tensor | SparseCodes) -> None:
+        """Add a (B, K) batch of non-negative paired activations (dense, or both sparse: the
+        image x text products then run over the pairs where a feature fires in both)."""
+        if isinstance(a_img, SparseCodes) and isinstance(a_txt, SparseCodes):
+            self._update_sparse(a_img, a_txt)
+            return
         a, b = a_img.float(), a_txt.float()
         self.n += a.shape[0]
         sums = [column_sums(x) for x in (a, b, a * a, b * b, a * b)]
         self.sums += torch.stack(sums).double()
         self.fired += torch.stack([column_counts(a), column_counts(b), column_counts(a + b)])
+
+    def _update_sparse(self, a: SparseCodes, b: SparseCodes) -> None:
+        self.n += a.shape[0]
+        i, j = matches(a, b)
+        both = a.cols[i]
+        cross = torch.zeros_like(a.sums).index_add_(0, both, a.vals[i].double() * b.vals[j])
+        self.sums += torch.stack([a.sums, b.sums, a.squares, b.squares, cross])
+        fired_both = torch.bincount(both, minlength=a.n_features)
+        self.fired += torch.stack([a.counts, b.counts, a.counts + b.counts - fired_both])
 
     def result(self) -> PairMoments:
         s, f = self.sums.numpy(), self.fired.numpy()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .._util import MonoscopeError
 
@@ -52,12 +53,18 @@ class GapAccumulator:
         m = np.einsum("ij,ij->i", x, y)
         w = np.ones((self.replicates + 1, len(x)))
         w[1:] = self.rng.poisson(1.0, (self.replicates, len(x)))
-        self.sum_x += w @ x
-        self.sum_y += w @ y
-        self.sum_w += w.sum(1)
-        self.sum_w2 += (w * w).sum(1)
-        self.matched += w @ m
-        self.matched_w2 += (w * w) @ m
+        # one (R + 1, B) x (B, 2d + 2) product: torch's float64 GEMM is several times faster
+        # here than numpy's (benchmarks/README.md)
+        d = x.shape[1]
+        z = np.concatenate([x, y, m[:, None], np.ones((len(x), 1))], axis=1)
+        s = (torch.from_numpy(w) @ torch.from_numpy(z)).numpy()
+        self.sum_x += s[:, :d]
+        self.sum_y += s[:, d : 2 * d]
+        self.matched += s[:, 2 * d]
+        self.sum_w += s[:, 2 * d + 1]
+        w2 = w * w
+        self.sum_w2 += w2.sum(1)
+        self.matched_w2 += w2 @ m
 
     def _statistics(self) -> dict[str, np.ndarray]:
         """Every statistic per row (row 0 the point estimate, then the replicates)."""

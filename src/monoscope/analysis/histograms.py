@@ -22,19 +22,19 @@ import torch
 
 from ..artefacts import FINE_BINS, HISTOGRAMS_VERSION
 from ..integrity import write_bytes_hashed
+from .sparse import SparseCodes
 
 UNSEEN = -1000  # the exponent of a feature that has not fired yet (below any float32's)
 
-Codes = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+Codes = torch.Tensor | SparseCodes
 
 
 def _nonzeros(codes: Codes) -> tuple[torch.Tensor, torch.Tensor]:
-    """(feature index, value) of every positive activation of dense (B, K) codes or of sparse
-    ``(indices, values)`` codes (two (B, k) tensors)."""
-    if isinstance(codes, tuple):
-        idx, val = (t.reshape(-1) for t in codes)
-        keep = val > 0
-        return idx[keep].long(), val[keep].float()
+    """(feature index, value) of every positive activation of dense (B, K) codes or of
+    :class:`SparseCodes`."""
+    if isinstance(codes, SparseCodes):
+        keep = codes.vals > 0
+        return codes.cols[keep], codes.vals[keep].float()
     mask = codes > 0
     return torch.nonzero(mask, as_tuple=True)[1], codes[mask].float()
 
@@ -48,9 +48,9 @@ class HistogramAccumulator:
         self.counts = torch.zeros((2, n_features, bins), dtype=torch.int64)
 
     def update(self, image: Codes, text: Codes) -> None:
-        """Count one batch of paired codes (dense (B, K) tensors or ``(indices, values)``)."""
+        """Count one batch of paired codes (dense (B, K) tensors or :class:`SparseCodes`)."""
         parts = [_nonzeros(image), _nonzeros(text)]
-        self.n += len(image[0] if isinstance(image, tuple) else image)
+        self.n += image.shape[0]
         cols = torch.cat([c for c, _ in parts])
         if not cols.numel():
             return

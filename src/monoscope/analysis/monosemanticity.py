@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .sparse import SparseCodes
 from .stats import column_counts, column_sums
 
 
@@ -28,24 +29,22 @@ def embsim(
     """Mean pairwise cosine of each feature's top-m evaluator embeddings.
 
     ``top_embeddings`` is (K, m, d), sorted by activation; ``valid`` (K, m) marks real entries
-    (a feature with fewer than 2 valid entries gets NaN). One batched Gram matrix per feature
-    (O(K*m^2*d) in a matmul) gives the cosines; with ``ms`` the result is (len(ms), K): the
-    EmbSim of every prefix length in ``ms``, read off the Gram matrix's 2-D prefix sums.
+    (a feature with fewer than 2 valid entries gets NaN). With unit rows u_i, the cosines of
+    n rows sum to ||sum_i u_i||^2 - n over their n (n - 1) ordered pairs, so the sums of the
+    first m unit rows, one batched (len(ms), m) x (m, d) product per feature, give the EmbSim of
+    every prefix length m in ``ms`` (then the result is (len(ms), K)) in O(K * m * d).
     """
     x = torch.as_tensor(top_embeddings, dtype=torch.float32)
     k, m_max = x.shape[:2]
     v = torch.ones(k, m_max) if valid is None else torch.as_tensor(valid, dtype=torch.float32)
-    gram = torch.bmm(x, x.transpose(1, 2))
-    inv = v / gram.diagonal(dim1=1, dim2=2).clamp(min=1e-24).sqrt()
-    cos = (gram * inv[:, :, None] * inv[:, None, :]).double()
-    block = cos.cumsum(1).cumsum(2)  # block[:, a, a] = sum of cos over the first a+1 rows
-    counts = v.cumsum(1).double()
-    out = []
-    for m in [m_max] if ms is None else ms:
-        n = counts[:, m - 1]
-        sims = (block[:, m - 1, m - 1] - n) / (n * (n - 1)).clamp(min=1)
-        out.append(torch.where(n >= 2, sims, torch.nan).numpy())
-    return np.stack(out) if ms is not None else out[0]
+    lengths = [m_max] if ms is None else list(ms)
+    w = v / x.norm(dim=2).clamp(min=1e-12)  # (K, m): valid rows scaled to unit length
+    prefix = torch.arange(m_max)[None, :] < torch.tensor(lengths)[:, None]  # (len(ms), m)
+    totals = torch.bmm(w[:, None, :] * prefix, x).double()  # (K, len(ms), d)
+    n = (v[:, None, :] * prefix).sum(2).double()  # (K, len(ms))
+    sims = ((totals * totals).sum(2) - n) / (n * (n - 1)).clamp(min=1)
+    out = torch.where(n >= 2, sims, torch.nan).T.numpy()
+    return out if ms is not None else out[0]
 
 
 def random_sets(n: int, m: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -102,17 +101,29 @@ class MSAccumulator:
         self.lo = torch.full((n_features,), torch.inf, dtype=torch.float64)
         self.hi = torch.full((n_features,), -torch.inf, dtype=torch.float64)
 
-    def update(self, acts: torch.Tensor, embeddings: np.ndarray | torch.Tensor) -> None:
+    def update(
+        self, acts: torch.Tensor | SparseCodes, embeddings: np.ndarray | torch.Tensor
+    ) -> None:
+        """Add a (B, K) batch of activations (dense or sparse) and their (B, d) embeddings;
+        A^T E costs O(B * K * d) dense, O(B * k * d) sparse (an ``embedding_bag``)."""
         e = unit_rows(embeddings)
-        a = acts.float()
-        self.n += a.shape[0]
-        self.ae += (a.T @ e).double()
+        self.n += acts.shape[0]
         self.e += e.sum(0).double()
-        self.a += column_sums(a).double()
-        self.a2 += column_sums(a * a).double()
-        self.fired += column_counts(a)
-        self.lo = torch.minimum(self.lo, a.amin(0).double())
-        self.hi = torch.maximum(self.hi, a.amax(0).double())
+        if isinstance(acts, SparseCodes):
+            self.ae += acts.weighted_rows(e).double()
+            self.a += acts.sums
+            self.a2 += acts.squares
+            self.fired += acts.counts
+            lo, hi = acts.minima, acts.maxima
+        else:
+            a = acts.float()
+            self.ae += (a.T @ e).double()
+            self.a += column_sums(a).double()
+            self.a2 += column_sums(a * a).double()
+            self.fired += column_counts(a)
+            lo, hi = a.amin(0), a.amax(0)
+        self.lo = torch.minimum(self.lo, lo.double())
+        self.hi = torch.maximum(self.hi, hi.double())
 
     def scores(self) -> np.ndarray:
         """(K,) MS per feature in [-1, 1]; NaN where it is not defined (see the class)."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .mds import Grouping
+from .sparse import SparseCodes
 
 
 class SignFlipTest:
@@ -24,9 +25,19 @@ class SignFlipTest:
         self.observed = torch.zeros(n_features, dtype=torch.float64)
         self.null = torch.zeros(permutations, n_features, dtype=torch.float64)
 
-    def update(self, acts_img: torch.Tensor, acts_txt: torch.Tensor) -> None:
+    def update(
+        self, acts_img: torch.Tensor | SparseCodes, acts_txt: torch.Tensor | SparseCodes
+    ) -> None:
+        """Add a (B, K) batch of paired activations (dense, or both sparse: the product then
+        runs over the entries that fire, O(B * k * P))."""
+        b = acts_img.shape[0]
+        signs = torch.randint(0, 2, (self.permutations, b), generator=self.gen) * 2 - 1
+        if isinstance(acts_img, SparseCodes) and isinstance(acts_txt, SparseCodes):
+            self.observed += acts_img.sums - acts_txt.sums
+            s = signs.T.float().contiguous()
+            self.null += (acts_img.weighted_rows(s) - acts_txt.weighted_rows(s)).T.double()
+            return
         d = (acts_img - acts_txt).float()
-        signs = torch.randint(0, 2, (self.permutations, d.shape[0]), generator=self.gen) * 2 - 1
         self.observed += d.sum(0, dtype=torch.float64)
         self.null += (signs.float() @ d).double()
 
