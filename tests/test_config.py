@@ -223,3 +223,18 @@ def test_strings_and_lists_become_paths_and_tuples():
     cfg = C.CompareConfig(analyses=["a", "b"], out="o")
     assert cfg == C.CompareConfig(analyses=(Path("a"), Path("b")), out=Path("o"))
     assert C.CompareConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_summary_records_the_analysis_options(small_store, tmp_path):
+    import json
+
+    from monoscope.featuremaps.identity import IdentityMap
+
+    fmap = IdentityMap(8).save(tmp_path / "f")
+    args = ["analyze", "--store", str(small_store), "--featuremap", str(fmap)]
+    args += ["--out", str(tmp_path / "a"), "--quiet", "--device", "cpu", "--low", "0.2"]
+    assert main(args) == 0
+    recorded = json.loads((tmp_path / "a" / "summary.json").read_text())["options"]
+    assert C.AnalyzeOptions.from_dict(recorded) == C.AnalyzeOptions(
+        low=0.2, device="cpu", progress=False
+    )

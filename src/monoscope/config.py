@@ -120,6 +120,11 @@ class Settings:
             raise MonoscopeError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
         return cls(**data)
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names."""
+        return tuple(_hints(cls))
+
     def keywords(self, *exclude: str) -> dict[str, Any]:
         """The fields as keyword arguments of the stage function, less ``exclude``."""
         return {
@@ -415,12 +420,9 @@ class RuleSettings(Settings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnalyzeConfig(RuleSettings, Centred, Run):
-    """``monoscope analyze``: MDS, verdicts, monosemanticity and top samples of every feature."""
+class AnalyzeOptions(RuleSettings, Centred, Run):
+    """How ``analyze`` runs: everything but its inputs and output (saved in summary.json)."""
 
-    store: Path = option(help="store directory")
-    featuremap: Path = option(help="feature-map directory")
-    out: Path = option(help="analysis directory")
     top_m: int = option(20, "top samples kept per feature", parse=T.positive)
     definition: Definition = option("ratio-of-means", "MDS definition", flag="--mds")
     null_sets: int = option(
@@ -432,6 +434,15 @@ class AnalyzeConfig(RuleSettings, Centred, Run):
     )
     force: bool = option(False, "analyse with a feature map trained on another model's embeddings")
     overwrite: bool = option(False, "replace an existing analysis")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyzeConfig(AnalyzeOptions):
+    """``monoscope analyze``: MDS, verdicts, monosemanticity and top samples of every feature."""
+
+    store: Path = option(help="store directory")
+    featuremap: Path = option(help="feature-map directory")
+    out: Path = option(help="analysis directory")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,7 +33,7 @@ from .._util import (
     write_json,
 )
 from ..artefacts import HISTOGRAMS_FILE, read_feature_table  # noqa: F401 (also importable here)
-from ..config import DEFAULT_RULE, MIN_FIRINGS, PSEUDO_FIRINGS
+from ..config import DEFAULT_RULE, MIN_FIRINGS, PSEUDO_FIRINGS, AnalyzeOptions
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.center import CenteredMap, center_featuremap
 from ..integrity import analysis_inputs, check_featuremap_for_store
@@ -67,7 +67,7 @@ from .monosemanticity import (
     random_embsim,
 )
 from .naming import feature_names
-from .rules import RuleSettings, apply_rule
+from .rules import apply_rule
 from .sparse import Encoder, SparseCodes, one_thread, sparse_encoder
 from .stats import FeatureStats, RatioStats, column_sums
 from .uncertainty import SignFlipTest
@@ -197,20 +197,11 @@ def analyze(
     ``overwrite``); a feature map trained on another model's embeddings is refused unless
     ``force``. summary.json records the fingerprints of the store and the feature map.
     """
+    given = {name: value for name, value in locals().items() if name in AnalyzeOptions.names()}
     if definition not in DEFINITIONS:
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
     try:
-        settings = RuleSettings(
-            rule=rule,
-            low=low,
-            high=high,
-            quantile=quantile,
-            fdr=fdr,
-            min_firings=min_firings,
-            pseudo_firings=pseudo_firings,
-            min_effect=min_effect,
-            permutations=permutations,
-        )
+        options = AnalyzeOptions(**given)  # also the verdict rule's settings
     except ValueError as e:
         raise MonoscopeError(str(e)) from None
     device = resolve_device(device)
@@ -259,7 +250,7 @@ def analyze(
     mds = modality_dominance(mu_img, mu_txt, definition, ratios.mean if ratios else None)
     try:
         grouping, q, ev = apply_rule(
-            settings, moments, unit_scale(mds, definition), test.p_values() if test else None
+            options, moments, unit_scale(mds, definition), test.p_values() if test else None
         )
     except ValueError as e:
         raise MonoscopeError(str(e)) from None
@@ -344,6 +335,7 @@ def analyze(
         "source": store.manifest.get("source"),
         "skipped": store.manifest.get("skipped"),
         "seed": seed,
+        "options": options.to_dict(),
         "versions": versions(),
         **analysis_inputs(store, fmap_path, note),
     }
