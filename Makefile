@@ -22,6 +22,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check src tests scripts benchmarks
 	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+	$(VENV)/bin/mypy
 
 test: install lint
 	$(VENV)/bin/pytest -q
