@@ -22,6 +22,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check src tests scripts benchmarks
 	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+	$(VENV)/bin/mypy
 
 test: install lint
 	$(VENV)/bin/pytest -q
@@ -43,4 +44,4 @@ test-openclip: $(OPENCLIP_VENV)/.installed
 	MONOSCOPE_REQUIRE_EXTRAS=1 $(OPENCLIP_VENV)/bin/pytest -q $(OPENCLIP_TESTS)
 
 clean:
-	rm -rf $(VENV) $(OPENCLIP_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OPENCLIP_VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -129,11 +129,18 @@ class Summary:
         warnings = data.get("warnings") or []
         if not isinstance(warnings, list):
             raise MonoscopeError(f"{path}: warnings must be a list; {RERUN}")
+        grouping, groups, metrics, featuremap_metrics, inputs = (
+            {**(data.get(k) or {})} for k in sections[:-1]
+        )
         return cls(
             data,
             _count(data, "n_features", path, 1),
             _count(data, "n_pairs", path, 0),
-            *({**(data.get(k) or {})} for k in sections[:-1]),
+            grouping,
+            groups,
+            metrics,
+            featuremap_metrics,
+            inputs,
             [str(w) for w in warnings],
             _str_or_none(data.get("store")),
             _str_or_none(data.get("featuremap")),

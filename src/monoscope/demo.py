@@ -12,22 +12,36 @@ the wall time of every stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ._util import resolve_device, write_json
+from .config import DemoConfig
 
-SAE = {"method": "sae-topk", "latents": 1024, "k": 16, "epochs": 30, "batch_size": 512}
-NCL = {"method": "ncl", "latents": 512, "epochs": 30, "batch_size": 256}
+SAE_BATCH_SIZE = 512  # the demo SAE's size, k and epochs are DemoConfig's defaults
+NCL_OPTS = {"latents": 512, "epochs": 30, "batch_size": 256}
+
+
+class _Run(TypedDict):
+    """The options every long stage takes."""
+
+    seed: int
+    device: str
+    progress: bool
+
+
+class _Common(_Run):
+    overwrite: bool
 
 
 def run_demo(
     out: str | Path = "runs/demo",
     *,
-    latents: int = SAE["latents"],
-    k: int = SAE["k"],
-    epochs: int = SAE["epochs"],
+    latents: int = DemoConfig.latents,
+    k: int = DemoConfig.k,
+    epochs: int = DemoConfig.epochs,
     studies: bool = False,
     seed: int = 0,
     device: str = "auto",
@@ -59,8 +73,8 @@ def run_demo(
         log(f"{name:>12}: {path}  ({timings[name]:.1f} s)")
         return path
 
-    run = {"seed": seed, "device": device, "progress": progress}
-    common = {**run, "overwrite": True}
+    run: _Run = {"seed": seed, "device": device, "progress": progress}
+    common: _Common = {**run, "overwrite": True}
     store = stage(
         "store",
         lambda: embed(
@@ -74,7 +88,7 @@ def run_demo(
     def train(method: str, where: Path, **kw: Any) -> Path:
         return train_featuremap(store, method, where, checkpoint_every=0, **kw, **common)
 
-    sae_opts = {"latents": latents, "k": k, "epochs": epochs, "batch_size": SAE["batch_size"]}
+    sae_opts = {"latents": latents, "k": k, "epochs": epochs, "batch_size": SAE_BATCH_SIZE}
     fmap = stage("featuremap", lambda: train("sae-topk", out / "featuremap", **sae_opts))
     analysis = stage("analysis", lambda: analyze(store, fmap, out / "analysis", **common))
     encoder = load_encoder("pocket", device=device)
@@ -102,12 +116,11 @@ def run_demo(
         ),
     )
     baselines = {"sae-topk": analysis}
-    for name, opts in (("identity", {}), ("ncl", {k: v for k, v in NCL.items() if k != "method"})):
+    for name, opts in (("identity", {}), ("ncl", NCL_OPTS)):
         where = out / "baselines" / name
-        bmap = stage(f"{name} map", lambda n=name, w=where, o=opts: train(n, w / "featuremap", **o))
+        bmap = stage(f"{name} map", partial(train, name, where / "featuremap", **opts))
         baselines[name] = stage(
-            f"{name} analysis",
-            lambda m=bmap, w=where: analyze(store, m, w / "analysis", **common),
+            f"{name} analysis", partial(analyze, store, bmap, where / "analysis", **common)
         )
     baselines["identity centred"] = stage(
         "identity centred analysis",
@@ -137,17 +150,17 @@ def run_demo(
     if studies:
         from .studies import adversarial_study, gender_study, steer_study
 
-        for name, study, opts in (  # the emoji labels' settings; the defaults are generic
+        # the emoji labels' settings; the defaults are generic
+        runs: tuple[tuple[str, Callable[..., Path], Mapping[str, Any]], ...] = (
             ("gender", gender_study, emoji.GENDER),
             ("adversarial", adversarial_study, emoji.ADVERSARIAL),
             ("steer", steer_study, {}),
-        ):
+        )
+        for name, study, study_opts in runs:
             where = out / "studies" / name
             stage(
                 name,
-                lambda s=study, w=where, o=opts: s(
-                    store, fmap, analysis, w, model=encoder, **o, **run
-                ),
+                partial(study, store, fmap, analysis, where, model=encoder, **study_opts, **run),
             )
             study_dirs.append(where)
     report = stage(

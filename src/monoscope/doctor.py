@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -283,13 +283,16 @@ def check_analysis(path: Path) -> Iterator[str]:
         yield f"{path}: its store has dim {store_dim} but its feature map dim {fmap_dim}"
 
 
+def _number(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _check_grouping(path: Path, summary: dict[str, Any]) -> Iterator[str]:
     """Thresholds inside [0, 1] and in order."""
     grouping = summary.get("grouping")
     if isinstance(grouping, dict):
         low, high = grouping.get("low"), grouping.get("high")
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
-        if not numbers or not 0 <= low <= high <= 1:
+        if not (_number(low) and _number(high) and 0 <= low <= high <= 1):
             yield (
                 f"{path}: grouping thresholds low {low}, high {high} are not inside [0, 1] "
                 "(re-run monoscope analyze)"

@@ -98,7 +98,11 @@ def embed(
         desc="embed",
         disable=not progress or rank != 0,
     )
-    current, rows_img, rows_txt, kept, skipped = -1, [], [], [], Counter()
+    current = -1
+    rows_img: list[np.ndarray] = []
+    rows_txt: list[np.ndarray] = []
+    kept: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
     records = 0
     with torch.inference_mode():
         for shard, end, items, pixels in loader:
@@ -229,7 +233,14 @@ def _decode(pair: Pair) -> tuple[dict[str, Any], Any, str | None]:
         return record, None, e.reason
 
 
-def _commit(writer: StoreWriter, shard: int, img: list, txt: list, kept: list, skipped) -> None:
+def _commit(
+    writer: StoreWriter,
+    shard: int,
+    img: list[np.ndarray],
+    txt: list[np.ndarray],
+    kept: list[dict[str, Any]],
+    skipped: Counter[str],
+) -> None:
     dim = writer.header["dim"]
     writer.add_shard(
         shard,

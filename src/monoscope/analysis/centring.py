@@ -36,7 +36,7 @@ def _directions(summary: dict[str, Any]) -> np.ndarray | None:
     except Exception:  # a missing or foreign map: fall back to shares only
         return None
     dirs = fmap.decoder_directions()
-    if dirs is None and hasattr(fmap, "encoder_directions"):
+    if dirs is None:
         dirs = fmap.encoder_directions()
     if dirs is None:
         return None

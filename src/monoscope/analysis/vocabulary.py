@@ -75,7 +75,7 @@ def read_vocabulary(path: str | Path) -> list[str]:
 def feature_directions(fmap: FeatureMap) -> np.ndarray:
     """(K, d) unit directions: decoder rows, else encoder rows; an error if the map has none."""
     dirs = fmap.decoder_directions()
-    if dirs is None and hasattr(fmap, "encoder_directions"):
+    if dirs is None:
         dirs = fmap.encoder_directions()
     if dirs is None:
         raise MonoscopeError(f"feature map '{fmap.kind}' has no feature directions to name")

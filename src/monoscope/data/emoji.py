@@ -37,7 +37,7 @@ GENDER = {
 
 
 def _asset(name: str) -> Any:
-    return importlib.resources.files("monoscope").joinpath("assets", name)
+    return importlib.resources.files("monoscope") / "assets" / name
 
 
 @functools.cache

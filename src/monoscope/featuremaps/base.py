@@ -79,6 +79,10 @@ class FeatureMap(torch.nn.Module):
         """(K, d) unit directions of the features in embedding space, if the map has them."""
         return None
 
+    def encoder_directions(self) -> torch.Tensor | None:
+        """(K, d) encoder directions of the features in embedding space, if the map has them."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)
 

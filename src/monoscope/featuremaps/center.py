@@ -19,7 +19,7 @@ import torch
 
 from .._util import MonoscopeError
 from .base import KINDS, FeatureMap, register
-from .protocol import Gather, Trainable, TrainStep, no_gather
+from .protocol import Batch, Gather, Trainable, TrainStep, no_gather
 
 MODES = ("mean", "gap")
 
@@ -46,6 +46,9 @@ class CenteredMap(Trainable, FeatureMap):
 
     kind = "centered"
     MODALITIES: ClassVar[tuple[str, str]] = ("image", "text")
+    mean_image: torch.Tensor
+    mean_text: torch.Tensor
+    gap_direction: torch.Tensor
 
     def __init__(self, dim: int, inner: dict[str, Any], mode: str = "mean"):
         super().__init__(dim)
@@ -147,13 +150,11 @@ class CenteredMap(Trainable, FeatureMap):
     def decoder_directions(self) -> torch.Tensor | None:
         return self.inner.decoder_directions()
 
-    def encoder_directions(self) -> torch.Tensor:
-        if not hasattr(self.inner, "encoder_directions"):
-            raise MonoscopeError(f"feature map '{self.inner.kind}' has no encoder directions")
+    def encoder_directions(self) -> torch.Tensor | None:
         return self.inner.encoder_directions()
 
     # --- training: the inner map trains on centred batches ---------------------------------
-    def _batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _batch(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = dict(batch)
         if "x" in batch:  # mixed: rows flagged by is_image
             x = batch["x"]
@@ -171,12 +172,12 @@ class CenteredMap(Trainable, FeatureMap):
             raise MonoscopeError(f"feature map '{self.inner.kind}' has nothing to train")
         return self.inner
 
-    def init_from_data(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    def init_from_data(self, batch: Batch, generator: torch.Generator) -> None:
         self._trained().init_from_data(self._batch(batch), generator)
 
     def train_loss(
         self,
-        batch: dict[str, torch.Tensor],
+        batch: Batch,
         dead: torch.Tensor | None = None,
         gather: Gather = no_gather,
     ) -> TrainStep:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,7 @@ class SparseAutoencoder(Trainable, FeatureMap):
 
     has_decoder = True
     unit_norm_decoder: ClassVar[bool] = True
+    scale: torch.Tensor
 
     def __init__(self, dim: int, latents: int = 2048):
         super().__init__(dim)
@@ -334,6 +335,7 @@ class BatchTopKSAE(_TopKFamily):
 
     kind = "sae-batchtopk"
     synced_buffers: ClassVar[tuple[str, ...]] = ("threshold",)
+    threshold: torch.Tensor
 
     def __init__(
         self,
@@ -535,21 +537,35 @@ class PerModalityMap(Trainable, FeatureMap):
         return out
 
     @property
+    def _maps(self) -> dict[str, FeatureMap]:
+        """The sub-maps by modality (a ``ModuleDict`` holds them typed as plain modules)."""
+        return {m: cast(FeatureMap, f) for m, f in self.maps.items()}
+
+    def _trained(self) -> dict[str, Trainable]:
+        """The sub-maps by modality, each of which must implement the training protocol."""
+        out: dict[str, Trainable] = {}
+        for m, f in self._maps.items():
+            if not isinstance(f, Trainable):
+                raise MonoscopeError(f"the {m} feature map '{f.kind}' has nothing to train")
+            out[m] = f
+        return out
+
+    @property
     def n_features(self) -> int:
-        return sum(m.n_features for m in self.maps.values())
+        return sum(m.n_features for m in self._maps.values())
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
-        return all(m.trainable for m in self.maps.values())
+        return all(m.trainable for m in self._maps.values())
 
     @property
     def _offsets(self) -> dict[str, int]:
-        return {"image": 0, "text": self.maps["image"].n_features}
+        return {"image": 0, "text": self._maps["image"].n_features}
 
     def hparams(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
-            **{m: {"kind": f.kind, "hparams": f.hparams()} for m, f in self.maps.items()},
+            **{m: {"kind": f.kind, "hparams": f.hparams()} for m, f in self._maps.items()},
         }
 
     def _check(self, modality: str | None) -> str:
@@ -561,7 +577,7 @@ class PerModalityMap(Trainable, FeatureMap):
 
     def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         modality = self._check(modality)
-        codes = self.maps[modality].encode(x, modality)
+        codes = self._maps[modality].encode(x, modality)
         out = codes.new_zeros(*codes.shape[:-1], self.n_features)
         start = self._offsets[modality]
         out[..., start : start + codes.shape[-1]] = codes
@@ -570,15 +586,17 @@ class PerModalityMap(Trainable, FeatureMap):
     def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         modality = self._check(modality)
         start = self._offsets[modality]
-        sub = self.maps[modality]
+        sub = self._maps[modality]
         return sub.decode(z[..., start : start + sub.n_features], modality)
 
-    def decoder_directions(self) -> torch.Tensor:
-        return torch.cat([f.decoder_directions() for f in self.maps.values()])
+    def decoder_directions(self) -> torch.Tensor | None:
+        dirs = [f.decoder_directions() for f in self._maps.values()]
+        parts = [d for d in dirs if d is not None]
+        return torch.cat(parts) if len(parts) == len(dirs) else None
 
     # --- training: each mixed batch is split by modality ----------------------------------
     def init_from_data(self, batch: Batch, generator: torch.Generator) -> None:
-        for m, sub in self.maps.items():
+        for m, sub in self._trained().items():
             sub.init_from_data(_rows(batch, m), generator)
 
     def train_loss(
@@ -588,9 +606,9 @@ class PerModalityMap(Trainable, FeatureMap):
         loss = batch["x"].new_zeros(())
         stats: Stats = {}
         fired = []
-        for m, sub in self.maps.items():
+        for m, sub in self._trained().items():
             part = _rows(batch, m)
-            start, size = self._offsets[m], sub.n_features
+            start, size = self._offsets[m], self._maps[m].n_features
             sub_dead = None if dead is None else dead[start : start + size]
             if part["x"].shape[0] == 0:
                 fired.append(torch.zeros(size, dtype=torch.bool, device=loss.device))
@@ -604,15 +622,15 @@ class PerModalityMap(Trainable, FeatureMap):
         return TrainStep(loss, stats, torch.cat(fired))
 
     def constrain_grads(self) -> None:
-        for sub in self.maps.values():
+        for sub in self._trained().values():
             sub.constrain_grads()
 
     def constrain_params(self) -> None:
-        for sub in self.maps.values():
+        for sub in self._trained().values():
             sub.constrain_params()
 
     def finalize(self) -> None:
-        for sub in self.maps.values():
+        for sub in self._trained().values():
             sub.finalize()
 
 

@@ -205,6 +205,10 @@ def train_featuremap(
     if not model.trainable:
         ddp.first(lambda: save_untrained(model, store, out, method, center, seed, device))
         return out
+    if not isinstance(model, Trainable):
+        raise MonoscopeError(
+            f"feature map '{model.kind}' is trainable but lacks the training protocol"
+        )
     stream = _stream(store, model, batch_size, seed, buffer_pairs, ddp)
     settings = _settings(
         method, model, stream, steps, epochs, seed, lr, per_modality, dead_window, center

@@ -503,7 +503,9 @@ def _overview(summary: Summary) -> dict[str, Any]:
     skipped = summary.get("skipped")
     n_skipped = skipped.get("count") if isinstance(skipped, Mapping) else skipped
     reasons = skipped.get("reasons") if isinstance(skipped, Mapping) else None
-    retrieval = fm.get("retrieval") if isinstance(fm.get("retrieval"), Mapping) else {}
+    retrieval = fm.get("retrieval")
+    if not isinstance(retrieval, Mapping):
+        retrieval = {}
     return {
         "n_skipped": n_skipped if _is_num(n_skipped) else None,
         "skip_reasons": dict(reasons) if isinstance(reasons, Mapping) else {},
@@ -701,7 +703,7 @@ def render_report(
     study_views: list[Study] = [load_study(d, notices) for d in study_dirs]
     for study in study_views:
         study.path = portable.path(study.path)
-    extras = rating_context(analysis_dir, chosen, explorer, summary, agree, discover, notices)
+    extras = rating_context(analysis_dir, chosen, explorer, summary.raw, agree, discover, notices)
     if extras.get("agree"):
         extras["agree"]["path"] = portable.path(extras["agree"]["path"])
     groups = summary.groups
@@ -723,7 +725,7 @@ def render_report(
             grouping=grouping,
             group_info=GROUP_INFO,
             group_colors=plots.GROUP_COLORS,
-            figures=_figures(features, summary),
+            figures=_figures(features, summary.raw),
             metrics=metrics,
             metric_svg=Markup(metric_svg) if metric_svg else None,
             sweep_svg=Markup(sweep_svg) if sweep_svg else None,

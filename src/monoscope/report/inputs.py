@@ -155,10 +155,10 @@ def resolve_inputs(
         if compare is None and (run / "compare" / "compare.json").is_file():
             cmp_ = run / "compare" / "compare.json"
     dirs: list[Path] = []
-    given = [Path(s) for s in studies]
-    if not given and discover and (run / "studies").is_dir():
-        given = [run / "studies"]
-    for s in given:
+    wanted = [Path(s) for s in studies]
+    if not wanted and discover and (run / "studies").is_dir():
+        wanted = [run / "studies"]
+    for s in wanted:
         s = s.parent if s.is_file() else s
         if not s.is_dir():
             notices.append(f"study results not found at {s}; left out.")
@@ -177,6 +177,11 @@ def _is_study(path: Path) -> bool:
 def _order(path: Path) -> tuple[int, str]:
     name = path.name.lower()
     return (STUDY_ORDER.index(name) if name in STUDY_ORDER else len(STUDY_ORDER), name)
+
+
+def _mapping(x: Any) -> Mapping[Any, Any]:
+    """``x`` if it is a mapping, else an empty one."""
+    return x if isinstance(x, Mapping) else {}
 
 
 def _finite(x: Any) -> bool:
@@ -298,9 +303,7 @@ def load_words(analysis_dir: Path, notices: list[str]) -> dict[str, Any] | None:
     data = read_optional_json(analysis_dir / "words.json", notices)
     if data is None:
         return None
-    groups = data.get("groups") if isinstance(data.get("groups"), Mapping) else {}
-    classes = data.get("word_classes") if isinstance(data.get("word_classes"), Mapping) else {}
-    feats = data.get("features") if isinstance(data.get("features"), Mapping) else {}
+    groups, classes, feats = (_mapping(data.get(k)) for k in ("groups", "word_classes", "features"))
     clean_feats: dict[str, list[list[Any]]] = {}
     for k, words in feats.items():
         if isinstance(words, list):

@@ -10,11 +10,14 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 GROUPS = ("ImgD", "TextD", "CrossD")
 VERDICTS = (*GROUPS, "undetermined", "rare")
@@ -33,7 +36,7 @@ SERIES_COLORS = ("#000000", "#D55E00", "#56B4E9", "#CC79A7", "#E69F00", "#0072B2
 SERIES_STYLES = ("-", "--", "-.", ":")
 INK, MUTED = "#39424e", "#7b8592"
 
-MPL_STYLE = {
+MPL_STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
@@ -69,7 +72,7 @@ def _svg(fig: Figure, prefix: str) -> str:
     return svg.replace("<svg", f'<svg role="img" class="plot" id="{prefix}"', 1).strip()
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -118,7 +121,7 @@ def mds_histogram(
         present = [g for g in VERDICTS if np.any(groups_arr == g)]
         ax.hist(
             [mds[groups_arr == g] for g in present],
-            bins=bins,
+            bins=bins.tolist(),
             stacked=True,
             color=[GROUP_COLORS[g] for g in present],
             label=[f"{g} ({int(np.sum(groups_arr == g))})" for g in present],

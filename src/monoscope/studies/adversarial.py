@@ -336,9 +336,13 @@ class _Context:
         out = []
         for i in range(0, len(self.pixels), self.batch_size):
             sl = slice(i, i + self.batch_size)
+
+            def batch_loss(x: torch.Tensor, sl: slice = sl) -> torch.Tensor:
+                return loss(x, sl)
+
             out.append(
                 pgd(
-                    lambda x, sl=sl: loss(x, sl),
+                    batch_loss,
                     self.pixels[sl],
                     eps / 255,
                     steps,

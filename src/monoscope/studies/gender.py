@@ -66,7 +66,8 @@ def counterfactual_means(
     counts = np.bincount(slot, minlength=2 * len(keys)).reshape(-1, 2)
     both = (counts > 0).all(1)
     means = sums.reshape(len(keys), 2, -1) / torch.from_numpy(counts.clip(min=1)).float()[..., None]
-    return means[both, 0], means[both, 1], keys[both]
+    rows = torch.from_numpy(both)
+    return means[rows, 0], means[rows, 1], keys[both]
 
 
 def paired_feature_test(

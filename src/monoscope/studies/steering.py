@@ -157,12 +157,13 @@ def steer_study(
             "n_concept_features": int(active.sum()),
             "concept_mass": float(c[torch.from_numpy(masks[g])].sum()),
         }
-        if directions[g] is None:
+        direction = directions[g]
+        if direction is None:
             entry["note"] = "the concept has no active feature in this group"
             groups_out[g] = entry
             continue
         with torch.inference_mode():
-            zs = steer(z, directions[g], alphas, normalize=inp.normalized)
+            zs = steer(z, direction, alphas, normalize=inp.normalized)
             zu = unit_rows(zs)
             sim_concept = zu @ concept_unit  # (A, n)
             sim_source = (zu * source_unit).sum(-1)
@@ -214,7 +215,7 @@ def steer_study(
                 pairs,
                 sources[i],
                 nearest,
-                i,
+                int(i),
                 alphas,
                 concept,
                 modality,
@@ -274,12 +275,12 @@ def steer_study(
 
 
 def _concept_features(c: torch.Tensor, groups: np.ndarray, top: int = 8) -> dict[str, Any]:
-    c = c.cpu().numpy()
+    act = c.cpu().numpy()
     out: dict[str, Any] = {}
     for g in ("ImgD", "TextD", "CrossD"):
-        idx = np.flatnonzero((groups == g) & (c > 0))
-        idx = idx[np.argsort(-c[idx])][:top]
-        out[g] = [{"feature": int(k), "activation": float(c[k])} for k in idx]
+        idx = np.flatnonzero((groups == g) & (act > 0))
+        idx = idx[np.argsort(-act[idx])][:top]
+        out[g] = [{"feature": int(k), "activation": float(act[k])} for k in idx]
     return out
 
 
