@@ -121,7 +121,7 @@ class Settings:
         return cls(**data)
 
     @classmethod
-    def names(cls) -> tuple[str, ...]:
+    def field_names(cls) -> tuple[str, ...]:
         """The field names."""
         return tuple(_hints(cls))
 

@@ -140,11 +140,13 @@ def _encode(
     if sparse is not None:
         c = sparse(x_dev, modality)
         with one_thread():
-            codes: Codes = SparseCodes(c.rows.cpu(), c.cols.cpu(), c.vals.float().cpu(), c.shape)
-            finite = codes.is_finite()
+            entries = SparseCodes(c.rows.cpu(), c.cols.cpu(), c.vals.float().cpu(), c.shape)
+            finite = entries.is_finite()
+        codes: Codes = entries
     else:
-        codes = fmap.encode_modality(x_dev, modality).float().cpu()
-        finite = bool(torch.isfinite(column_sums(codes)).all())  # a NaN or inf reaches its sum
+        dense = fmap.encode_modality(x_dev, modality).float().cpu()
+        finite = bool(torch.isfinite(column_sums(dense)).all())  # a NaN or inf reaches its sum
+        codes = dense
     if not finite:
         raise MonoscopeError("the feature map produced non-finite activations")
     return codes
@@ -197,7 +199,9 @@ def analyze(
     ``overwrite``); a feature map trained on another model's embeddings is refused unless
     ``force``. summary.json records the fingerprints of the store and the feature map.
     """
-    given = {name: value for name, value in locals().items() if name in AnalyzeOptions.names()}
+    given = {
+        name: value for name, value in locals().items() if name in AnalyzeOptions.field_names()
+    }
     if definition not in DEFINITIONS:
         raise MonoscopeError(f"unknown MDS definition {definition!r}")
     try:

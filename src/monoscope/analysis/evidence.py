@@ -42,9 +42,9 @@ VERDICTS = (*GROUPS, UNDETERMINED, RARE)
 @dataclass(frozen=True)
 class PairMoments:
     """Per-feature sums over ``n`` pairs: activations, squares, image x text products and
-    firing counts (image, text, either)."""
+    firing counts (image, text, either); ``n`` counts pseudo-pairs too (fractional)."""
 
-    n: int
+    n: float
     sum_img: np.ndarray
     sum_txt: np.ndarray
     sq_img: np.ndarray
@@ -105,6 +105,7 @@ class MomentAccumulator:
         if isinstance(a_img, SparseCodes) and isinstance(a_txt, SparseCodes):
             self._update_sparse(a_img, a_txt)
             return
+        assert isinstance(a_img, torch.Tensor) and isinstance(a_txt, torch.Tensor)
         a, b = a_img.float(), a_txt.float()
         self.n += a.shape[0]
         sums = [column_sums(x) for x in (a, b, a * a, b * b, a * b)]

@@ -9,6 +9,7 @@ the matching evaluator embeddings and keep O(K * d) state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,7 +180,7 @@ def win_rate(a: np.ndarray, b: np.ndarray) -> float:
     return float(u / (a.size * b.size))
 
 
-def mean_ci(values: np.ndarray, replicates: int = 1000, seed: int = 0) -> dict[str, float | None]:
+def mean_ci(values: np.ndarray, replicates: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Mean with a 95% percentile-bootstrap CI over the (finite) values."""
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]

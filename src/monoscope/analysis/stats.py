@@ -96,6 +96,7 @@ class RatioStats:
             self.sum.index_add_(0, both, ratio)
             self.count += a.counts + b.counts - torch.bincount(both, minlength=a.n_features)
             return
+        assert isinstance(acts_img, torch.Tensor) and isinstance(acts_txt, torch.Tensor)
         total = acts_img + acts_txt
         ratio = acts_img / total.masked_fill(total <= 0, 1.0)  # 0 where neither fires
         self.sum += column_sums(ratio).double()

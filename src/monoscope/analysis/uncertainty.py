@@ -37,6 +37,7 @@ class SignFlipTest:
             s = signs.T.float().contiguous()
             self.null += (acts_img.weighted_rows(s) - acts_txt.weighted_rows(s)).T.double()
             return
+        assert isinstance(acts_img, torch.Tensor) and isinstance(acts_txt, torch.Tensor)
         d = (acts_img - acts_txt).float()
         self.observed += d.sum(0, dtype=torch.float64)
         self.null += (signs.float() @ d).double()
