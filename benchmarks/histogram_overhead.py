@@ -40,7 +40,7 @@ def main() -> None:
             for shard in store.shards():
                 for lo in range(0, len(shard.image), 4096):
                     codes = [
-                        fmap.encode_modality(torch.from_numpy(arr[lo : lo + 4096].copy()), m)
+                        fmap.encode(torch.from_numpy(arr[lo : lo + 4096].copy()), m)
                         for m, arr in (("image", shard.image), ("text", shard.text))
                     ]
                     t0 = time.perf_counter()

@@ -131,7 +131,7 @@ def test_sparse_encoder_gives_the_maps_own_codes():
         fmap.threshold.fill_(0.5) if isinstance(fmap, BatchTopKSAE) else None
         encode = sparse_encoder(fmap)
         assert encode is not None
-        torch.testing.assert_close(encode(x, "image").dense(), fmap.encode_modality(x, "image"))
+        torch.testing.assert_close(encode(x, "image").dense(), fmap.encode(x, "image"))
     assert sparse_encoder(IdentityMap(8)) is None and sparse_encoder(ReLUSAE(8, 32)) is None
 
 

@@ -82,16 +82,16 @@ def test_wrapper_centres_projects_and_round_trips(store: Store, tmp_path: Path):
             u = torch.from_numpy((mi - mt) / np.linalg.norm(mi - mt)).float()
             c = c - (c @ u)[:, None] * u
             assert fmap.transform(x, "text").matmul(u).abs().max() < 1e-5
-        torch.testing.assert_close(fmap.encode_modality(x, "image"), inner.encode(c))
+        torch.testing.assert_close(fmap.encode(x, "image"), inner.encode(c))
         torch.testing.assert_close(
-            fmap.decode_modality(fmap.encode_modality(x, "image"), "image"),
+            fmap.decode(fmap.encode(x, "image"), "image"),
             c + torch.from_numpy(mi).float(),
         )
         fmap.save(tmp_path / mode)
         back = load_featuremap(tmp_path / mode)
         assert isinstance(back, CenteredMap) and back.mode == mode
         assert read_json(tmp_path / mode / "config.json")["hparams"]["inner"]["kind"] == "identity"
-        torch.testing.assert_close(back.encode_modality(x, "text"), fmap.encode_modality(x, "text"))
+        torch.testing.assert_close(back.encode(x, "text"), fmap.encode(x, "text"))
     with pytest.raises(MonoscopeError, match="needs the modality"):
         fmap.encode(x)
 

@@ -80,11 +80,11 @@ def test_every_kind_saves_loads_and_encodes_non_negative(kind: str, tmp_path: Pa
             codes = fmap.encode(x[m], m)  # total: every kind takes the modality
             assert codes.shape == (32, fmap.n_features)
             assert bool((codes >= 0).all()) and bool(torch.isfinite(codes).all())
-            assert torch.equal(fmap.encode_modality(x[m], m), codes)
+            assert torch.equal(fmap.encode(x[m], m), codes)
             assert torch.equal(loaded.encode(x[m], m), codes)
             if fmap.has_decoder:
                 recon = fmap.decode(codes, m)
-                assert torch.equal(fmap.decode_modality(codes, m), recon)
+                assert torch.equal(fmap.decode(codes, m), recon)
                 assert torch.equal(loaded.decode(codes, m), recon)
 
 

@@ -39,7 +39,7 @@ def test_forward_and_loss_by_hand():
     zi, zt = np.maximum(xi @ w.T + b, 0), np.maximum(xt @ w.T + b, 0)
     ti, tt = torch.tensor(xi, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32)
     np.testing.assert_allclose(ncl.encode(ti).detach().numpy(), zi, rtol=1e-5, atol=1e-6)
-    assert torch.equal(ncl.encode_modality(tt, "text"), ncl.encode(tt))  # shared head
+    assert torch.equal(ncl.encode(tt, "text"), ncl.encode(tt))  # shared head
     loss, stats, fired = ncl.train_loss({"image": ti, "text": tt})
     assert loss.item() == pytest.approx(_np_clip_loss(zi, zt, 0.2), rel=1e-5)
     assert stats["l0"].item() == pytest.approx(
@@ -67,12 +67,12 @@ def test_separate_heads():
     with pytest.raises(MonoscopeError, match="pass the modality"):
         ncl.encode(x)
     zi, zt = ncl.encode(x, "image"), ncl.encode(x, "text")
-    assert torch.equal(ncl.encode_modality(x, "text"), zt)
+    assert torch.equal(ncl.encode(x, "text"), zt)
     assert torch.equal(zi, torch.relu(x @ ncl.weight["image"].T + ncl.bias["image"]))
     assert torch.equal(zt, torch.relu(x @ ncl.weight["text"].T + ncl.bias["text"]))
     assert not torch.equal(zi, zt)
     with pytest.raises(MonoscopeError, match="modality"):
-        ncl.encode_modality(x, "audio")
+        ncl.encode(x, "audio")
 
 
 def test_ncl_training_beats_chance_and_round_trips(tmp_path):

@@ -454,7 +454,7 @@ def test_histograms_of_the_analysis_match_direct_count(run: Path) -> None:
     assert hist.source == "store"
     fmap, store = load_featuremap(run / "featuremap"), Store(run / "store")
     with torch.inference_mode():
-        acts = {m: fmap.encode_modality(torch.from_numpy(store.load(m)), m).numpy() for m in
+        acts = {m: fmap.encode(torch.from_numpy(store.load(m)), m).numpy() for m in
                 ("image", "text")}  # fmt: skip
     for k in range(fmap.n_features):
         top = max(acts["image"][:, k].max(), acts["text"][:, k].max())

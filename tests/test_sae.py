@@ -237,9 +237,9 @@ def test_save_load_bit_exact(tmp_path, make):
     loaded = load_featuremap(sae.save(tmp_path / "m"))
     assert type(loaded) is type(sae) and loaded.hparams() == sae.hparams()
     for m in ("image", "text"):
-        z = sae.encode_modality(x, m)
-        assert torch.equal(loaded.encode_modality(x, m), z)
-        assert torch.equal(loaded.decode_modality(z, m), sae.decode_modality(z, m))
+        z = sae.encode(x, m)
+        assert torch.equal(loaded.encode(x, m), z)
+        assert torch.equal(loaded.decode(z, m), sae.decode(z, m))
     assert torch.equal(loaded.decoder_directions(), sae.decoder_directions())
 
 
@@ -250,10 +250,10 @@ def test_per_modality_blocks():
         {"x": torch.randn(32, 5), "is_image": torch.arange(32) < 16}, torch.Generator()
     )
     assert pm.n_features == 14
-    zi, zt = pm.encode_modality(x, "image"), pm.encode_modality(x, "text")
+    zi, zt = pm.encode(x, "image"), pm.encode(x, "text")
     assert torch.equal(zi[:, :8], pm.maps["image"].encode(x)) and not zi[:, 8:].any()
     assert torch.equal(zt[:, 8:], pm.maps["text"].encode(x)) and not zt[:, :8].any()
-    torch.testing.assert_close(pm.decode_modality(zt, "text"), pm.maps["text"].decode(zt[:, 8:]))
+    torch.testing.assert_close(pm.decode(zt, "text"), pm.maps["text"].decode(zt[:, 8:]))
     with pytest.raises(MonoscopeError, match="needs the modality"):
         pm.encode(x)
     assert torch.equal(pm.encode(x, "text"), zt)

@@ -111,7 +111,7 @@ def test_identity_and_per_modality(store, tmp_path):
     fmap = load_featuremap(out)
     assert fmap.kind == "per-modality" and fmap.n_features == 32
     x = torch.from_numpy(np.array(store.shard(0).image[:4]))
-    assert not fmap.encode_modality(x, "image")[:, 16:].any()
+    assert not fmap.encode(x, "image")[:, 16:].any()
     assert json.loads((out / "metrics.json").read_text())["never_active_fraction"] < 1
 
 

@@ -45,14 +45,12 @@ def remove_features(
     """Embeddings (or, without a decoder, codes) with the ``removed`` features zeroed."""
     mask = torch.as_tensor(removed, dtype=torch.bool, device=x.device)
     with torch.inference_mode():
-        z = fmap.encode_modality(x, modality)
+        z = fmap.encode(x, modality)
         if not fmap.has_decoder:
             return z.masked_fill(mask, 0.0)
         if not mask.any():
             return x
-        contribution = fmap.decode_modality(z, modality) - fmap.decode_modality(
-            z.masked_fill(mask, 0.0), modality
-        )
+        contribution = fmap.decode(z, modality) - fmap.decode(z.masked_fill(mask, 0.0), modality)
         return x - contribution
 
 

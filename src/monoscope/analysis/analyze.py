@@ -144,7 +144,7 @@ def _encode(
             finite = entries.is_finite()
         codes: Codes = entries
     else:
-        dense = fmap.encode_modality(x_dev, modality).float().cpu()
+        dense = fmap.encode(x_dev, modality).float().cpu()
         finite = bool(torch.isfinite(column_sums(dense)).all())  # a NaN or inf reaches its sum
         codes = dense
     if not finite:

@@ -329,8 +329,8 @@ def encode_pairs(
 
     acc = MomentAccumulator(fmap.n_features)
     for lo in range(0, len(image), batch):
-        a = fmap.encode_modality(torch.from_numpy(image[lo : lo + batch]), "image").float()
-        b = fmap.encode_modality(torch.from_numpy(text[lo : lo + batch]), "text").float()
+        a = fmap.encode(torch.from_numpy(image[lo : lo + batch]), "image").float()
+        b = fmap.encode(torch.from_numpy(text[lo : lo + batch]), "text").float()
         acc.update(a, b)
     return acc.result()
 
@@ -340,8 +340,8 @@ def _activations(
     fmap: FeatureMap, image: np.ndarray, text: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return (
-        fmap.encode_modality(torch.from_numpy(image), "image").float(),
-        fmap.encode_modality(torch.from_numpy(text), "text").float(),
+        fmap.encode(torch.from_numpy(image), "image").float(),
+        fmap.encode(torch.from_numpy(text), "text").float(),
     )
 
 

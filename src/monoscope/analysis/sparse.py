@@ -154,7 +154,7 @@ Encoder = Callable[[torch.Tensor, str], SparseCodes]
 
 def sparse_encoder(fmap: FeatureMap) -> Encoder | None:
     """``encode(x, modality) -> SparseCodes`` with the same codes as
-    ``fmap.encode_modality``, for maps whose codes are sparse (the TopK family, also when
+    ``fmap.encode``, for maps whose codes are sparse (the TopK family, also when
     centred); None for the others."""
     inner = fmap.inner if isinstance(fmap, CenteredMap) else fmap
     if not isinstance(inner, _TopKFamily):

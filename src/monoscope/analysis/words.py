@@ -348,5 +348,5 @@ def _text_activations(
             x = encoder.encode_texts(texts[lo : lo + batch_size]).float()
             if normalize:
                 x = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            out.append(fmap.encode_modality(x.to(device), "text").float().cpu().numpy())
+            out.append(fmap.encode(x.to(device), "text").float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, fmap.n_features), np.float32)

@@ -67,14 +67,6 @@ class FeatureMap(torch.nn.Module):
         """(B, K) codes of ``modality`` -> (B, d) reconstructions (as :meth:`encode`)."""
         raise NotImplementedError(f"feature map '{self.kind}' has no decoder")
 
-    def encode_modality(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        """``encode(x, modality)``."""
-        return self.encode(x, modality)
-
-    def decode_modality(self, z: torch.Tensor, modality: str) -> torch.Tensor:
-        """``decode(z, modality)``."""
-        return self.decode(z, modality)
-
     def decoder_directions(self) -> torch.Tensor | None:
         """(K, d) unit directions of the features in embedding space, if the map has them."""
         return None

@@ -129,8 +129,8 @@ def evaluate_featuremap(
             for lo in range(0, len(arr), batch_size):
                 x = torch.from_numpy(np.array(arr[lo : lo + batch_size], dtype=np.float32))
                 x = x.to(device)
-                z = fmap.encode_modality(x, m)
-                x_hat = fmap.decode_modality(z, m) if recon else None
+                z = fmap.encode(x, m)
+                x_hat = fmap.decode(z, m) if recon else None
                 sums[m].add(x, z, x_hat)
                 sel = rows[(rows >= lo) & (rows < lo + batch_size)] - lo
                 picked["feature"][m].append(z[sel].cpu().numpy())

@@ -145,7 +145,7 @@ def replace_codes(
     the codes themselves for maps without a decoder (as in :func:`remove_features`)."""
     if not fmap.has_decoder:
         return z_new
-    return x + fmap.decode_modality(z_new, modality) - fmap.decode_modality(z_old, modality)
+    return x + fmap.decode(z_new, modality) - fmap.decode(z_old, modality)
 
 
 def adversarial_study(
@@ -320,7 +320,7 @@ class _Context:
 
     def codes(self, emb: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            z = self.fmap.encode_modality(emb, "image")
+            z = self.fmap.encode(emb, "image")
         return z.clone()  # a normal tensor: attacks use it inside autograd
 
     def attack(
@@ -371,7 +371,7 @@ class _Context:
         idx = torch.from_numpy(np.flatnonzero(mask)).to(self.inp.device)
 
         def loss(x: torch.Tensor, sl: slice) -> torch.Tensor:
-            z = self.fmap.encode_modality(self._forward(x), "image")[:, idx]
+            z = self.fmap.encode(self._forward(x), "image")[:, idx]
             return (z - clean_codes[sl][:, idx]).pow(2).sum()
 
         return loss

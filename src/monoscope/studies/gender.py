@@ -189,7 +189,7 @@ def gender_study(
     tests, n_units = {}, {}
     with torch.inference_mode():
         for modality, x in (("image", x_img), ("text", x_txt)):
-            a, b, units = counterfactual_means(fmap.encode_modality(x, modality), side, key)
+            a, b, units = counterfactual_means(fmap.encode(x, modality), side, key)
             n_units[modality] = len(units)
             tests[modality] = paired_feature_test(
                 a, b, fdr=fdr, min_effect=min_effect, permutations=permutations, seed=seed

@@ -135,10 +135,10 @@ def steer_study(
     z = inp.rows(modality, sources)
     t_c = inp.texts([concept])
     with torch.inference_mode():
-        c = fmap.encode_modality(t_c, "text")[0].float()
+        c = fmap.encode(t_c, "text")[0].float()
         if concept_images > 0:
             top = (gallery_img @ unit_rows(t_c)[0]).topk(min(concept_images, len(gallery))).indices
-            c_img = fmap.encode_modality(inp.rows("image", gallery[top.cpu().numpy()]), "image")
+            c_img = fmap.encode(inp.rows("image", gallery[top.cpu().numpy()]), "image")
             c = (c + c_img.float().mean(0)) / 2
     masks = {**inp.masks(with_all=True)}
     directions = steering_directions(fmap, c, masks)
