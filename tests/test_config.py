@@ -238,3 +238,36 @@ def test_summary_records_the_analysis_options(small_store, tmp_path):
     assert C.AnalyzeOptions.from_dict(recorded) == C.AnalyzeOptions(
         low=0.2, device="cpu", progress=False
     )
+
+
+def test_record_keeps_the_config_fields_as_json():
+    values = {"store": object(), "templates": ("a {}",), "max_pairs": 9, "local": 1}
+    assert C.AblateConfig.record(values, "store") == {"templates": ["a {}"], "max_pairs": 9}
+
+
+def test_study_outputs_record_their_options(tmp_path):
+    import json
+
+    import numpy as np
+
+    from monoscope.studies.gender import gender_study
+    from test_studies_common import LookupEncoder
+    from test_studies_gender import EMOJI_KEYS, _text, gender_case
+
+    store, fmap, analysis = gender_case(tmp_path)
+    out = gender_study(
+        store,
+        fmap,
+        analysis,
+        tmp_path / "g",
+        model=LookupEncoder(np.zeros((1, 8)), _text),
+        templates=("{}",),
+        permutations=50,
+        control_seeds=1,
+        device="cpu",
+        progress=False,
+        **EMOJI_KEYS,
+    )
+    options = json.loads(out.read_text())["settings"]["options"]
+    assert options["permutations"] == 50 and "store" not in options
+    assert C.GenderConfig.from_dict({**options, "store": "s", "featuremap": "f", "out": "o"})

@@ -125,6 +125,14 @@ class Settings:
         """The field names."""
         return tuple(_hints(cls))
 
+    @classmethod
+    def record(cls, values: Mapping[str, Any], *exclude: str) -> dict[str, Any]:
+        """JSON of a stage call's ``values`` (its keywords) for the fields of ``cls``, less
+        ``exclude`` (the inputs, recorded beside with their fingerprints)."""
+        return {
+            n: _jsonable(values[n]) for n in cls.field_names() if n in values and n not in exclude
+        }
+
     def keywords(self, *exclude: str) -> dict[str, Any]:
         """The fields as keyword arguments of the stage function, less ``exclude``."""
         return {

@@ -22,7 +22,7 @@ import torch
 
 from .._util import MonoscopeError, resolve_device, versions, write_json
 from ..artefacts import ABLATION_VERSION, Analysis
-from ..config import CLASS_TEMPLATES
+from ..config import CLASS_TEMPLATES, AblateConfig
 from ..encoders import DualEncoder, encoder_spec, load_encoder
 from ..featuremaps import FeatureMap, load_featuremap
 from ..featuremaps.metrics import retrieval_ranks
@@ -119,6 +119,7 @@ def ablate(
     Evaluation uses the first ``max_pairs`` pairs (retrieval is over all of them). A non-empty
     ``out`` that is not an ablation is refused unless ``overwrite``.
     """
+    given = dict(locals())  # the call, recorded in the output
     device = resolve_device(device)
     out = Path(out)
     prepare_out(out, "ablation", overwrite)
@@ -203,6 +204,7 @@ def ablate(
         result["removals"][g] = removal
     result["left_out"] = {v: int((groups == v).sum()) for v in (UNDETERMINED, RARE)}
     result["settings"] = {
+        "options": AblateConfig.record(given, "store", "featuremap", "analysis", "out", "model"),
         "store": str(Path(store).resolve()),
         "featuremap": str(Path(featuremap).resolve()),
         "analysis": str(Path(analysis).resolve()),

@@ -44,7 +44,7 @@ from ..analysis.ablation import (
 )
 from ..analysis.monosemanticity import mean_ci
 from ..artefacts import STUDY_VERSION
-from ..config import EPSILONS, OBJECTIVES
+from ..config import EPSILONS, OBJECTIVES, AdversarialConfig
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..labels import one_class_label_key
@@ -178,6 +178,7 @@ def adversarial_study(
     ``step_size`` are in units of 1/255. The defences are
     trained against the first objective's attacks.
     """
+    given = dict(locals())  # the call, recorded in the output
     out = Path(out)
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad or not objectives:
@@ -250,6 +251,9 @@ def adversarial_study(
     ]
     result["figures"] = [f.name for f in figures]
     result["settings"] = {
+        "options": AdversarialConfig.record(
+            given, "store", "featuremap", "analysis", "out", "model"
+        ),
         "store": str(inp.store.path.resolve()),
         "analysis": str(inp.analysis.resolve()),
         "space": "embedding" if inp.fmap.has_decoder else "feature",

@@ -34,7 +34,7 @@ from ..analysis.ablation import paired_drop, remove_features, zero_shot_hits
 from ..analysis.monosemanticity import mean_ci, unit_rows
 from ..analysis.uncertainty import SignFlipTest, benjamini_hochberg
 from ..artefacts import STUDY_VERSION
-from ..config import GENDER_TEMPLATES
+from ..config import GENDER_TEMPLATES, GenderConfig
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..labels import key_with_values, present_labels
@@ -151,6 +151,7 @@ def gender_study(
     the ``neutral`` images into roles for the bias table (default: a ``role`` label; the table
     is skipped when absent).
     """
+    given = dict(locals())  # the call, recorded in the output
     out = Path(out)
     if len(classes) != 2 or classes[0] == classes[1]:
         raise MonoscopeError(f"--classes needs two different label values, got {list(classes)}")
@@ -282,6 +283,7 @@ def gender_study(
         figures.append(_plot_bias(out / "gender_bias.png", result["bias"], classes))
     result["figures"] = [f.name for f in figures]
     result["settings"] = {
+        "options": GenderConfig.record(given, "store", "featuremap", "analysis", "out", "model"),
         "store": str(inp.store.path.resolve()),
         "analysis": str(inp.analysis.resolve()),
         "space": "embedding" if fmap.has_decoder else "feature",

@@ -35,7 +35,7 @@ import torch
 from .._util import MonoscopeError, versions, write_json
 from ..analysis.monosemanticity import mean_ci, unit_rows
 from ..artefacts import STUDY_VERSION
-from ..config import ALPHAS
+from ..config import ALPHAS, SteerConfig
 from ..encoders import DualEncoder
 from ..featuremaps import FeatureMap
 from ..report.plots import MPL_STYLE
@@ -105,6 +105,7 @@ def steer_study(
     ``StableUnCLIPImg2ImgPipeline`` id or directory; ``unclip_norm`` rescales the embeddings
     to that norm before it (unCLIP expects unnormalised CLIP image embeddings).
     """
+    given = dict(locals())  # the call, recorded in the output
     out = Path(out)
     if modality not in MODALITIES:
         raise MonoscopeError(f"--modality must be one of {MODALITIES}, not {modality!r}")
@@ -261,6 +262,7 @@ def steer_study(
             )
     result["figures"] = [f.name for f in figures]
     result["settings"] = {
+        "options": SteerConfig.record(given, "store", "featuremap", "analysis", "out", "model"),
         "store": str(inp.store.path.resolve()),
         "analysis": str(inp.analysis.resolve()),
         "concept_images": concept_images,
