@@ -81,3 +81,17 @@ def test_test_rule_and_interval_columns(small_store: Path, tmp_path: Path):
     # significance: a feature is ImgD/TextD only where its q-value passes the FDR level
     sided = np.isin(table["group"], ["ImgD", "TextD"])
     assert (table["q_value"][sided] <= 0.05).all()
+
+
+def test_rare_warning_suggests_fewer_latents_only_for_trained_maps(small_store, tmp_path):
+    import warnings
+
+    from monoscope.analysis.analyze import analyze
+    from monoscope.featuremaps.identity import IdentityMap
+
+    fmap = IdentityMap(8).save(tmp_path / "f")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analyze(small_store, fmap, tmp_path / "a", device="cpu", progress=False, min_firings=1000)
+    rare = [str(w.message) for w in caught if "are rare" in str(w.message)]
+    assert rare and all(m.endswith("use more pairs") for m in rare)

@@ -322,7 +322,7 @@ def analyze(
             "pseudo_firings": pseudo_firings,
             "of": "ratio-of-means MDS" + (" (as signed MDS)" if definition == "signed" else ""),
         },
-        "warnings": _warnings(grouping, groups, alive),
+        "warnings": _warnings(grouping, groups, alive, learned=featuremap.trainable),
         "metrics": mono_summary,
         "modality_gap": gap.result(),
         "center": (
@@ -404,14 +404,17 @@ def describe_rule(grouping: Grouping, fdr: float, min_firings: int, min_effect: 
     return f"ImgD when MDS > {hi}, TextD when MDS < {lo}, else CrossD ({how}; point estimates)"
 
 
-def _warnings(grouping: Grouping, groups: dict[str, Any], alive: np.ndarray) -> list[str]:
+def _warnings(
+    grouping: Grouping, groups: dict[str, Any], alive: np.ndarray, learned: bool
+) -> list[str]:
+    """What makes this analysis weak; ``learned``: a trained map (fewer latents can help)."""
     notes = list(grouping.warnings)
     n_alive = max(int(alive.sum()), 1)
     rare = groups[RARE]["count"]
     if rare > n_alive / 2:
         notes.append(
             f"{rare} of {n_alive} alive features are rare (fire on too few pairs for a verdict): "
-            "this analysis says little; use more pairs or fewer latents"
+            "this analysis says little; use more pairs" + (" or fewer latents" if learned else "")
         )
     if grouping.rule == "evidence" and groups[UNDETERMINED]["count"] > n_alive / 2:
         notes.append(
