@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from monoscope._util import MonoscopeError
+from monoscope.cli_config import config_of
 from monoscope.studies.cli import add_parsers
 from test_studies_common import LookupEncoder, colour_store
 from test_studies_gender import _text, gender_case
+
+
+def _run(args: argparse.Namespace) -> list[Path]:
+    return args.run(config_of(args, args.config), args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,7 +78,7 @@ def test_study_gender_command_prints_what_it_wrote(tmp_path: Path, monkeypatch):
             "--quiet",
         ]
     )
-    paths = args.run(args)
+    paths = _run(args)
     assert paths[0] == tmp_path / "out" / "gender.json"
     assert {p.suffix for p in paths[1:]} == {".png"} and all(p.is_file() for p in paths)
 
@@ -107,7 +112,7 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path):
     for argv in cases:
         args = parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--device", "cpu"])
         with pytest.raises(MonoscopeError) as e:
-            args.run(args)
+            _run(args)
         assert "\n" not in str(e.value)
 
 
@@ -132,6 +137,6 @@ def test_decoder_train_command(tmp_path: Path):
             "--quiet",
         ]
     )
-    paths = args.run(args)
+    paths = _run(args)
     assert [p.name for p in paths] == ["model.safetensors", "config.json"]
     assert all(p.is_file() for p in paths)

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import config as C
 from ._util import MonoscopeError, read_json
-from .cli_config import Formatter, add_kind_options, command, config_of, kind_config_of
+from .cli_config import add_kind_options, command, config_of, group, kind_config_of
 from .locks import output_lock
 from .studies.cli import add_parsers as add_study_parsers
 
@@ -28,11 +28,10 @@ SAE_IMPORT_FORMATS = typing.get_args(C.SaeImportFormat)
 SAE_EXPORT_FORMATS = typing.get_args(C.SaeExportFormat)
 
 
-def _run_embed(a: argparse.Namespace) -> list[Path]:
+def _run_embed(c: C.EmbedConfig, a: argparse.Namespace) -> list[Path]:
     from .data import open_source
     from .embed import embed, skipped_line
 
-    c = config_of(a, C.EmbedConfig)
     source = open_source(c.data, image_column=c.image_column, caption_column=c.caption_column)
     out = [embed(c.model, source, c.out, **c.keywords("model", "data", "out", *_COLUMNS))]
     if os.environ.get("RANK", "0") != "0":
@@ -45,10 +44,9 @@ def _run_embed(a: argparse.Namespace) -> list[Path]:
 _COLUMNS = ("image_column", "caption_column")
 
 
-def _run_train(a: argparse.Namespace) -> list[Path]:
+def _run_train(c: C.TrainConfig, a: argparse.Namespace) -> list[Path]:
     from .featuremaps.train import train_featuremap
 
-    c = config_of(a, C.TrainConfig)
     kind = kind_config_of(a, c.method)
     return [train_featuremap(c.store, c.method, c.out, **c.keywords(*_PATHS), **kind.keywords())]
 
@@ -56,10 +54,9 @@ def _run_train(a: argparse.Namespace) -> list[Path]:
 _PATHS = ("store", "method", "out")
 
 
-def _run_analyze(a: argparse.Namespace) -> list[Path]:
+def _run_analyze(c: C.AnalyzeCommand, a: argparse.Namespace) -> list[Path]:
     from .analysis.analyze import analyze
 
-    c = config_of(a, C.AnalyzeCommand)
     fields = c.keywords("store", "featuremap", "out", "words", "model", "vocab")
     out = analyze(c.store, c.featuremap, c.out, **fields)
     for note in read_json(out / "summary.json").get("notes", []):
@@ -106,10 +103,9 @@ def _words(c: C.AnalyzeCommand, analysis: Path) -> Path:
     return word_drivers(store, fmap, analysis, encoder, device=device)
 
 
-def _run_ablate(a: argparse.Namespace) -> list[Path]:
+def _run_ablate(c: C.AblateConfig, a: argparse.Namespace) -> list[Path]:
     from .analysis.ablation import ablate
 
-    c = config_of(a, C.AblateConfig)
     out = ablate(c.store, c.featuremap, c.out, **c.keywords("store", "featuremap", "out"))
     left = read_json(out / "ablation.json").get("left_out") or {}
     if any(left.values()):
@@ -120,39 +116,35 @@ def _run_ablate(a: argparse.Namespace) -> list[Path]:
     return [out / "ablation.json"]
 
 
-def _run_compare(a: argparse.Namespace) -> list[Path]:
+def _run_compare(c: C.CompareConfig, a: argparse.Namespace) -> list[Path]:
     from .analysis.centring import describe_effect
     from .analysis.compare import compare
 
-    c = config_of(a, C.CompareConfig)
     out = compare(c.analyses, c.out, c.names, overwrite=c.overwrite)
     for effect in read_json(out / "compare.json").get("centring") or []:
         print("\n".join(describe_effect(effect)))
     return [out / "compare.json", out / "mds.png"]
 
 
-def _run_agree(a: argparse.Namespace) -> list[Path]:
+def _run_agree(c: C.AgreeConfig, a: argparse.Namespace) -> list[Path]:
     from .analysis.agreement import agreement, describe_agreement
 
-    c = config_of(a, C.AgreeConfig)
     out = agreement(c.analysis, c.ratings, c.out, bootstrap=c.bootstrap, seed=c.seed)
     print("\n".join(describe_agreement(read_json(out))))
     return [out]
 
 
-def _run_planted(a: argparse.Namespace) -> list[Path]:
+def _run_planted(c: C.PlantedConfig, a: argparse.Namespace) -> list[Path]:
     from .analysis.planted import format_table, run_planted_benchmark
 
-    c = config_of(a, C.PlantedConfig)
     report = run_planted_benchmark(c.out, **c.keywords("out"))
     print(format_table(report))
     return [c.out / "planted.json"]
 
 
-def _run_report(a: argparse.Namespace) -> list[Path]:
+def _run_report(c: C.ReportConfig, a: argparse.Namespace) -> list[Path]:
     from .report import open_in_browser, render_report
 
-    c = config_of(a, C.ReportConfig)
     out = render_report(c.analysis, c.out, **c.keywords("analysis", "out", "open"))
     if c.open and not open_in_browser(out):
         print(
@@ -161,26 +153,23 @@ def _run_report(a: argparse.Namespace) -> list[Path]:
     return [out]
 
 
-def _run_pocket_train(a: argparse.Namespace) -> list[Path]:
+def _run_pocket_train(c: C.PocketTrainConfig, a: argparse.Namespace) -> list[Path]:
     from .encoders.pocket_train import train_pocket
 
-    c = config_of(a, C.PocketTrainConfig)
     train_pocket(c.out, **c.keywords("out"))
     return [c.out]
 
 
-def _run_demo(a: argparse.Namespace) -> list[Path]:
+def _run_demo(c: C.DemoConfig, a: argparse.Namespace) -> list[Path]:
     from .demo import run_demo
 
-    c = config_of(a, C.DemoConfig)
     return run_demo(c.out, **c.keywords("out"))
 
 
-def _run_doctor(a: argparse.Namespace) -> list[Path]:
+def _run_doctor(c: C.DoctorConfig, a: argparse.Namespace) -> list[Path]:
     from .doctor import detect, diagnose
     from .integrity import verify
 
-    c = config_of(a, C.DoctorConfig)
     problems = diagnose(c.path)
     if c.verify and not problems:
         problems = verify(c.path)
@@ -195,17 +184,15 @@ def _run_doctor(a: argparse.Namespace) -> list[Path]:
     return []
 
 
-def _run_import_sae(a: argparse.Namespace) -> list[Path]:
+def _run_import_sae(c: C.ImportSaeConfig, a: argparse.Namespace) -> list[Path]:
     from .interop import import_sae
 
-    c = config_of(a, C.ImportSaeConfig)
     return [import_sae(c.format, c.src, c.out, **c.keywords("format", "src", "out"))]
 
 
-def _run_export_sae(a: argparse.Namespace) -> list[Path]:
+def _run_export_sae(c: C.ExportSaeConfig, a: argparse.Namespace) -> list[Path]:
     from .interop import export_sae
 
-    c = config_of(a, C.ExportSaeConfig)
     return [export_sae(c.format, c.featuremap, c.out)]
 
 
@@ -251,17 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         C.AgreeConfig,
         _run_agree,
     )
-    bench = sub.add_parser("bench", help="benchmarks with known answers", formatter_class=Formatter)
     command(
-        bench.add_subparsers(dest="bench_cmd", required=True),
+        group(sub, "bench", "benchmarks with known answers", "bench_cmd"),
         "planted",
         "train each method on planted ground truth and score every rule",
         C.PlantedConfig,
         _run_planted,
     )
-    pocket = sub.add_parser("pocket", help="the built-in pocket model", formatter_class=Formatter)
     command(
-        pocket.add_subparsers(dest="pocket_cmd", required=True),
+        group(sub, "pocket", "the built-in pocket model", "pocket_cmd"),
         "train",
         "retrain the pocket model on the emoji pairs",
         C.PocketTrainConfig,
@@ -302,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             silence_library_progress()
         with output_lock(*_output_of(args.command, out)), warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            paths = args.run(args)
+            paths = args.run(config, args)
     except MonoscopeError as e:
         print(f"monoscope: error: {e}", file=sys.stderr)
         return 2

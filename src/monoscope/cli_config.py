@@ -132,13 +132,21 @@ def command(
     name: str,
     help: str,
     cls: type[Settings],
-    run: Callable[[argparse.Namespace], list[Path]],
+    run: Callable[[Any, argparse.Namespace], list[Path]],
 ) -> argparse.ArgumentParser:
-    """A subcommand of ``sub`` with ``cls``'s options that runs ``run``."""
+    """A subcommand of ``sub`` with ``cls``'s options; ``main`` calls ``run(config, args)``
+    with the config the command line describes."""
     p = sub.add_parser(name, help=help, description=description(cls), formatter_class=Formatter)
     add_options(p, cls)
     p.set_defaults(run=run)
     return p
+
+
+def group(sub: Any, name: str, help: str, dest: str) -> Any:
+    """A subcommand ``name`` that holds subcommands of its own (``monoscope bench planted``)."""
+    return sub.add_parser(name, help=help, formatter_class=Formatter).add_subparsers(
+        dest=dest, required=True
+    )
 
 
 def given(args: argparse.Namespace, cls: type[Settings]) -> dict[str, Any]:

@@ -93,6 +93,17 @@ def option(
     return field(default=default, metadata=meta)
 
 
+def templates_option(default: tuple[str, ...], what: str) -> Any:
+    """Prompt templates with one ``{}`` slot, given once per template (``--template A``)."""
+    return option(
+        default,
+        f"{what} template with {{}} (repeatable)",
+        flag="--template",
+        repeat=True,
+        parse=T.template,
+    )
+
+
 S = TypeVar("S", bound="Settings")
 
 
@@ -103,10 +114,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name, hint in _hints(type(self)).items():
-            value = getattr(self, name)
-            converted = _from_json(hint, value)
-            if converted is not value:
-                object.__setattr__(self, name, converted)
+            object.__setattr__(self, name, _from_json(hint, getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, tuples as lists, nested configs as dicts."""
@@ -174,8 +182,7 @@ def _from_json(hint: Any, v: Any) -> Any:
     if hint is Path and isinstance(v, str):
         return Path(v)
     if origin is tuple and isinstance(v, list | tuple):
-        items = tuple(_from_json(args[0], x) for x in v) if args else tuple(v)
-        return v if items == v and isinstance(v, tuple) else items
+        return tuple(_from_json(args[0], x) for x in v) if args else tuple(v)
     return v
 
 
@@ -484,13 +491,7 @@ class AblateConfig(Run):
         "label keys used as zero-shot classes (default: every label that can serve)",
         flag="--labels",
     )
-    templates: tuple[str, ...] = option(
-        CLASS_TEMPLATES,
-        "class prompt template with {} (repeatable)",
-        flag="--template",
-        repeat=True,
-        parse=T.template,
-    )
+    templates: tuple[str, ...] = templates_option(CLASS_TEMPLATES, "class prompt")
     control_seeds: int = option(5, "random same-size controls", parse=T.positive)
     max_pairs: int = option(4000, "pairs evaluated", parse=T.integer(2))
     overwrite: bool = option(
@@ -633,13 +634,7 @@ class StudyInputs(Run):
 class GenderConfig(StudyInputs):
     """``monoscope study gender``: zero-shot gender bias and the features that carry gender."""
 
-    templates: tuple[str, ...] = option(
-        GENDER_TEMPLATES,
-        "prompt template with {} (repeatable)",
-        flag="--template",
-        repeat=True,
-        parse=T.template,
-    )
+    templates: tuple[str, ...] = templates_option(GENDER_TEMPLATES, "prompt")
     label_key: str | None = option(
         None, "label holding the gender (default: the one taking both classes)"
     )
@@ -665,13 +660,7 @@ class AdversarialConfig(StudyInputs):
     label_key: str | None = option(
         None, "label used as zero-shot classes (default: the one that can serve)"
     )
-    templates: tuple[str, ...] = option(
-        CLASS_TEMPLATES,
-        "class prompt template with {} (repeatable)",
-        flag="--template",
-        repeat=True,
-        parse=T.template,
-    )
+    templates: tuple[str, ...] = templates_option(CLASS_TEMPLATES, "class prompt")
     n_images: int = option(256, "images attacked", parse=T.positive)
     epsilons: tuple[float, ...] = option(
         EPSILONS, "L-inf budgets, x 1/255", flag="--eps", parse=T.non_negative_float

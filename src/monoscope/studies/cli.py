@@ -13,17 +13,14 @@ from typing import Any
 
 from .. import config as C
 from .._util import read_json
-from ..cli_config import Formatter, command, config_of
+from ..cli_config import command, group
 
 _INPUTS = ("store", "featuremap", "analysis", "out")
 
 
 def add_parsers(sub: Any) -> None:
     """Register ``study`` (gender, adversarial, steer) and ``decoder`` (train)."""
-    study = sub.add_parser(
-        "study", help="case studies: gender, adversarial, steer", formatter_class=Formatter
-    )
-    studies = study.add_subparsers(dest="study", required=True)
+    studies = group(sub, "study", "case studies: gender, adversarial, steer", "study")
     command(
         studies,
         "gender",
@@ -45,11 +42,8 @@ def add_parsers(sub: Any) -> None:
         C.SteerConfig,
         _run_steer,
     )
-    dec = sub.add_parser(
-        "decoder", help="the embedding-conditioned image decoder", formatter_class=Formatter
-    )
     command(
-        dec.add_subparsers(dest="decoder_cmd", required=True),
+        group(sub, "decoder", "the embedding-conditioned image decoder", "decoder_cmd"),
         "train",
         "train the decoder on a store's images",
         C.DecoderTrainConfig,
@@ -65,30 +59,26 @@ def _inputs(c: C.StudyInputs) -> tuple[Path, Path, Path | None, Path]:
     return c.store, c.featuremap, c.analysis, c.out
 
 
-def _run_gender(a: argparse.Namespace) -> list[Path]:
+def _run_gender(c: C.GenderConfig, a: argparse.Namespace) -> list[Path]:
     from .gender import gender_study
 
-    c = config_of(a, C.GenderConfig)
     return _with_figures(gender_study(*_inputs(c), **c.keywords(*_INPUTS)))
 
 
-def _run_adversarial(a: argparse.Namespace) -> list[Path]:
+def _run_adversarial(c: C.AdversarialConfig, a: argparse.Namespace) -> list[Path]:
     from .adversarial import adversarial_study
 
-    c = config_of(a, C.AdversarialConfig)
     return _with_figures(adversarial_study(*_inputs(c), **c.keywords(*_INPUTS)))
 
 
-def _run_steer(a: argparse.Namespace) -> list[Path]:
+def _run_steer(c: C.SteerConfig, a: argparse.Namespace) -> list[Path]:
     from .steering import steer_study
 
-    c = config_of(a, C.SteerConfig)
     return _with_figures(steer_study(*_inputs(c), **c.keywords(*_INPUTS)))
 
 
-def _run_decoder_train(a: argparse.Namespace) -> list[Path]:
+def _run_decoder_train(c: C.DecoderTrainConfig, a: argparse.Namespace) -> list[Path]:
     from .decoder import train_decoder
 
-    c = config_of(a, C.DecoderTrainConfig)
     out = train_decoder(c.store, c.out, **c.keywords("store", "out"))
     return [out / "model.safetensors", out / "config.json"]
