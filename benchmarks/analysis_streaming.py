@@ -140,7 +140,9 @@ def main() -> None:
             for r in range(a.rounds):
                 order = list(sources) if r % 2 == 0 else list(sources)[::-1]
                 for name in order:
-                    res = run_child(sources[name], store, fmap, tmp / f"out-{name}-{n}", a.threads)
+                    res = run_child(
+                        sources[name], store, fmap, tmp / f"out-{name}-{n}-{r}", a.threads
+                    )
                     results.setdefault((n, name), []).append(res)
                     print(
                         f"N={n:>9,} round {r + 1} {name:>8}: {res['wall_s']:7.1f} s  "

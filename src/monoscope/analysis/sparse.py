@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from ..featuremaps import FeatureMap
 from ..featuremaps.center import CenteredMap
-from ..featuremaps.sae import TopKSAE, _TopKFamily
+from ..featuremaps.sae import BatchTopKSAE, TopKSAE, _TopKFamily
+from .screen import ScreenedPreActs, screen_pays
 
 _LOW31 = 0x7FFFFFFF
 GEMM_ROWS = 1024  # rows per pre-activation block of the TopK encoder (a 32 MB block at 8,192)
@@ -163,28 +164,54 @@ def sparse_encoder(fmap: FeatureMap) -> Encoder | None:
     def prepare(x: torch.Tensor, modality: str) -> torch.Tensor:
         return fmap.transform(x, modality) if isinstance(fmap, CenteredMap) else x
 
+    screen = None
+    if screen_pays(inner.W_enc.device, inner.n_features):
+        screen = ScreenedPreActs(inner.W_enc.detach(), inner.b_enc.detach())
+        screen = screen if screen.finite else None
+
     if isinstance(inner, TopKSAE):  # the k largest pre-activations of each row, ReLU'd
 
         def encode(x: torch.Tensor, modality: str) -> SparseCodes:
             with one_thread():  # elementwise: the same values on any number of threads
                 xs = inner.scaled(prepare(x, modality))
             k = min(inner.k, inner.n_features)
-            chunks = [  # pre-activations (= inner.pre_acts) by row blocks that stay in cache
-                torch.addmm(inner.b_enc, xs[lo : lo + GEMM_ROWS], inner.W_enc).topk(
-                    k, dim=-1, sorted=False
-                )
-                for lo in range(0, len(xs), GEMM_ROWS)
-            ]
-            vals = torch.cat([c.values for c in chunks])
-            idx = torch.cat([c.indices for c in chunks])
+            top = screen.topk if screen and bool(torch.isfinite(xs).all()) else _dense_topk(inner)
+            chunks = [top(xs[lo : lo + GEMM_ROWS], k) for lo in range(0, len(xs), GEMM_ROWS)]
+            idx = torch.cat([i for i, _ in chunks])
+            vals = torch.cat([v for _, v in chunks])
             with one_thread():
                 return SparseCodes.from_topk(idx, torch.relu(vals), inner.n_features)
 
         return encode
 
+    if not isinstance(inner, BatchTopKSAE):
+        raise TypeError(f"no sparse encoder for {type(inner).__name__}")
+    threshold = float(inner.threshold.clamp_min(0))  # z = pre * (pre > threshold)
+
     def encode_thresholded(x: torch.Tensor, modality: str) -> SparseCodes:
-        codes = inner.encode(prepare(x, modality))
-        with one_thread():
-            return SparseCodes.from_dense(codes)
+        xs = prepare(x, modality)
+        if screen is None or not bool(torch.isfinite(xs).all()):
+            codes = inner.encode(xs)
+            with one_thread():
+                return SparseCodes.from_dense(codes)
+        xs = inner.scaled(xs)
+        starts = range(0, len(xs), GEMM_ROWS)
+        parts = [screen.above(xs[lo : lo + GEMM_ROWS], threshold) for lo in starts]
+        return SparseCodes(
+            torch.cat([rows + lo for (rows, _, _), lo in zip(parts, starts, strict=True)]),
+            torch.cat([cols for _, cols, _ in parts]),
+            torch.cat([vals for _, _, vals in parts]),
+            (len(xs), inner.n_features),
+        )
 
     return encode_thresholded
+
+
+def _dense_topk(inner: TopKSAE) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, ...]]:
+    """The float32 encoder's top-k, by row blocks that stay in cache."""
+
+    def top(xs: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+        r = torch.addmm(inner.b_enc, xs, inner.W_enc).topk(k, dim=-1, sorted=False)
+        return r.indices, r.values
+
+    return top
