@@ -68,8 +68,9 @@ from .monosemanticity import (
 )
 from .naming import feature_names
 from .rules import apply_rule
-from .sparse import Encoder, SparseCodes, one_thread, sparse_encoder
+from .sparse import Encoder, SparseCodes, sparse_encoder
 from .stats import FeatureStats, RatioStats, column_sums
+from .threads import one_thread
 from .uncertainty import SignFlipTest
 
 M_SWEEP = (5, 10, 20, 50)

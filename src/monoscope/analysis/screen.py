@@ -30,6 +30,8 @@ import warnings
 
 import torch
 
+from .threads import one_thread
+
 UNIT = 2.0**-8  # bfloat16 unit roundoff (8 significant bits)
 FLOAT32_UNIT = 2.0**-24
 PAD = 32  # the GEMM's inner dimension is padded to a multiple of this
@@ -66,26 +68,31 @@ class ScreenedPreActs:
     def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, values), each (B, k): the k largest pre-activations of each row."""
         xa, s, e_in = self._screen(x)
-        first = s.topk(k, dim=1, sorted=False).indices
-        rows = torch.arange(len(x)).repeat_interleave(k)
-        tau = self._exact(xa, rows, first.flatten()).view(-1, k).amin(1)
-        rows, cols = _at_least(s, _below(tau - e_in)).nonzero(as_tuple=True)
-        exact = self._exact(xa, rows, cols)
-        return _row_topk(rows, cols, exact, len(x), k)
+        with one_thread():
+            first = s.topk(k, dim=1, sorted=False).indices
+            rows = torch.arange(len(x)).repeat_interleave(k)
+            tau = self._exact(xa, rows, first.flatten()).view(-1, k).amin(1)
+            rows, cols = _at_least(s, _below(tau - e_in)).nonzero(as_tuple=True)
+            exact = self._exact(xa, rows, cols)
+            return _row_topk(rows, cols, exact, len(x), k)
 
     def above(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
         """(rows, cols, values) of the pre-activations above ``threshold``, row-major."""
         xa, s, e_in = self._screen(x)
-        rows, cols = _at_least(s, _below(threshold - e_in)).nonzero(as_tuple=True)
-        exact = self._exact(xa, rows, cols)
-        keep = exact > threshold
-        return rows[keep], cols[keep], exact[keep]
+        with one_thread():
+            rows, cols = _at_least(s, _below(threshold - e_in)).nonzero(as_tuple=True)
+            exact = self._exact(xa, rows, cols)
+            keep = exact > threshold
+            return rows[keep], cols[keep], exact[keep]
 
     def _screen(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xa = torch.cat([x.float(), x.new_ones(len(x), 1)], 1)
-        xb = xa.new_zeros(len(x), xa.shape[1] + self.pad, dtype=torch.bfloat16)
-        xb[:, : xa.shape[1]] = xa
-        return xa, xb @ self.weights_bf16, self.input_error * xa.norm(dim=1)
+        """``[x, 1]``, the bfloat16 GEMM (on every thread) and each row's input error."""
+        with one_thread():
+            xa = torch.cat([x.float(), x.new_ones(len(x), 1)], 1)
+            xb = xa.new_zeros(len(x), xa.shape[1] + self.pad, dtype=torch.bfloat16)
+            xb[:, : xa.shape[1]] = xa
+            e_in = self.input_error * xa.norm(dim=1)
+        return xa, xb @ self.weights_bf16, e_in
 
     def _exact(self, xa: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Float32 ``xa[rows] . columns[cols]`` for row-major (rows, cols)."""

@@ -10,8 +10,7 @@ NCL, ReLU and JumpReLU SAEs) keep the dense path: :func:`sparse_encoder` returns
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,6 +21,7 @@ from ..featuremaps import FeatureMap
 from ..featuremaps.center import CenteredMap
 from ..featuremaps.sae import BatchTopKSAE, TopKSAE, _TopKFamily
 from .screen import ScreenedPreActs, screen_pays
+from .threads import one_thread
 
 _LOW31 = 0x7FFFFFFF
 GEMM_ROWS = 1024  # rows per pre-activation block of the TopK encoder (a 32 MB block at 8,192)
@@ -131,23 +131,6 @@ def matches(a: SparseCodes, b: SparseCodes) -> tuple[torch.Tensor, torch.Tensor]
 def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:
     with one_thread():
         return torch.sort(keys, stable=True).indices
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block. The sparse bookkeeping is a series of
-    small operations (~10^5 entries each); on oversubscribed cores their parallel versions wait
-    for a descheduled thread and take 10-100x longer, as the sort of
-    :meth:`monoscope.featuremaps.sparse.ActiveSet.by_latent` does (benchmarks/README.md)."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 Encoder = Callable[[torch.Tensor, str], SparseCodes]
