@@ -100,3 +100,15 @@ def test_at_least_is_a_bfloat16_comparison(cutoff: list[float]):
     s = torch.tensor([[-0.0, 0.0, -1.0, 0.5, 0.50390625, 2.0, 3.0, 1e30]] * 2).bfloat16()
     c = torch.tensor(cutoff)
     assert torch.equal(_at_least(s, c), s >= c[:, None].bfloat16())
+
+
+def test_a_non_finite_input_reaches_the_codes():
+    torch.manual_seed(0)
+    sae = TopKSAE(16, 4096, k=4)
+    with torch.no_grad():
+        sae.W_enc.normal_()
+    encode = sparse_encoder(sae)
+    assert encode is not None
+    x = torch.randn(5, 16)
+    x[2, 3] = float("nan")
+    assert not encode(x, "text").is_finite()

@@ -44,9 +44,12 @@ def screen_pays(device: torch.device | str, n_features: int) -> bool:
     measures both paths)."""
     if torch.device(device).type != "cpu" or n_features < MIN_LATENTS:
         return False
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):  # a torch build without the query
+        return False
 
 
 class ScreenedPreActs:
