@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from monoscope.analysis.evidence import MomentAccumulator
 from monoscope.analysis.monosemanticity import (
+    BootstrapMeans,
     MSAccumulator,
     embsim,
     mean_ci,
@@ -118,6 +119,20 @@ def test_mean_ci_brackets_the_mean():
     assert r["ci"][0] < r["mean"] < r["ci"][1]
     assert r["ci"][1] - r["ci"][0] == pytest.approx(2 * 1.96 / 20, rel=0.2)
     assert mean_ci(np.array([np.nan]))["mean"] is None
+
+
+@pytest.mark.parametrize("budget", [0, 1 << 28])
+def test_bootstrap_means_are_the_resampled_means(budget: int):
+    rng = np.random.default_rng(7)
+    means = BootstrapMeans(replicates=300, seed=3, budget=budget)
+    for n in (1, 2, 57, 57, 400):
+        v = rng.normal(size=n)
+        idx = np.random.default_rng(3).integers(0, n, (300, n))  # the resamples, drawn directly
+        lo, hi = np.percentile(v[idx].mean(1), [2.5, 97.5])
+        r = means(v)
+        assert r["n"] == n and r["mean"] == pytest.approx(v.mean())
+        assert r["ci"] == pytest.approx([lo, hi], rel=1e-12, abs=1e-12)
+    assert len(means._counts) == (0 if budget == 0 else 4)  # sizes 1, 2, 57 and 400
 
 
 def test_embsim_prefix_lengths_match_truncated_sets():

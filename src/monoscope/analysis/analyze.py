@@ -60,9 +60,9 @@ from .mds import (
     unit_scale,
 )
 from .monosemanticity import (
+    BootstrapMeans,
     MSAccumulator,
     embsim,
-    mean_ci,
     mean_pairwise_cosine,
     random_embsim,
 )
@@ -289,14 +289,15 @@ def analyze(
         save_npy(out / "top" / f"{modality}_idx.npy", tops[modality][0])
         save_npy(out / "top" / f"{modality}_val.npy", tops[modality][1])
     hist.save(out / HISTOGRAMS_FILE)
+    means = BootstrapMeans(seed=seed)
     mono, mono_summary = _monosemanticity(
-        store, {m: tops[m][0] for m in tops}, grouping.groups, top_m, null_sets, seed
+        store, {m: tops[m][0] for m in tops}, grouping.groups, top_m, null_sets, seed, means
     )
     columns.update(mono)
     columns["name"] = feature_names(store, tops["image"][0], tops["text"][0], grouping.groups)
     columns.update(ms_img=ms_img.scores(), ms_txt=ms_txt.scores(), xcorr=moments.correlation)
     for name in ("ms_img", "ms_txt", "xcorr"):
-        mono_summary[name] = _per_group(columns[name], grouping.groups, seed)
+        mono_summary[name] = _per_group(columns[name], grouping.groups, means)
     write_feature_table(out / "features.csv", columns)
     alive_mds = mds[alive]
     summary: dict[str, Any] = {
@@ -425,10 +426,10 @@ def _warnings(
     return notes
 
 
-def _per_group(values: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, Any]:
+def _per_group(values: np.ndarray, groups: np.ndarray, means: BootstrapMeans) -> dict[str, Any]:
     """Mean and 95% CI of a per-feature metric within each group and over all alive features."""
-    out = {g: mean_ci(values[groups == g], seed=seed) for g in GROUPS}
-    out["all"] = mean_ci(values[groups != "dead"], seed=seed)
+    out = {g: means(values[groups == g]) for g in GROUPS}
+    out["all"] = means(values[groups != "dead"])
     return out
 
 
@@ -452,9 +453,11 @@ def _monosemanticity(
     top_m: int,
     null_sets: int,
     seed: int,
+    means: BootstrapMeans,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """EmbSim per feature and modality (m = ``top_m``), its lift over the random-set mean, the
-    share of features above the random sets' 95th percentile, and the m-sweep."""
+    share of features above the random sets' 95th percentile, and the m-sweep; group means
+    with ``means``."""
     columns: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {"evaluator": "store embeddings", "m_sweep": {}}
     for modality, short in (("image", "img"), ("text", "txt")):
@@ -466,7 +469,7 @@ def _monosemanticity(
         all_sims = top_embsim(store, modality, tops[modality], ms)
         for m, sims in zip(ms, all_sims, strict=True):
             sweep = summary["m_sweep"].setdefault(str(m), {})
-            sweep[f"embsim_{short}"] = _per_group(sims, groups, seed)
+            sweep[f"embsim_{short}"] = _per_group(sims, groups, means)
             if m == top_m:
                 null = random_embsim(gather, store.count, m, null_sets, seed)
                 p95 = float(np.percentile(null, 95))
@@ -474,7 +477,7 @@ def _monosemanticity(
                 columns[f"embsim_{short}"] = sims
                 columns[f"lift_{short}"] = sims - baseline
                 summary[f"embsim_{short}"] = sweep[f"embsim_{short}"]
-                summary[f"lift_{short}"] = _per_group(sims - baseline, groups, seed)
+                summary[f"lift_{short}"] = _per_group(sims - baseline, groups, means)
                 alive = (groups != "dead") & np.isfinite(sims)
                 summary[f"share_above_random_p95_{short}"] = (
                     float((sims[alive] > p95).mean()) if alive.any() else None

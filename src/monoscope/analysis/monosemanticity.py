@@ -180,13 +180,38 @@ def win_rate(a: np.ndarray, b: np.ndarray) -> float:
     return float(u / (a.size * b.size))
 
 
+class BootstrapMeans:
+    """Means with 95% percentile-bootstrap CIs over the (finite) values, ``replicates``
+    resamples drawn from ``seed``. The resample counts of each sample size are kept (up to
+    ``budget`` bytes), so the many metrics of one group of features cost a matrix-vector product
+    each; every call with n values uses the resamples a fresh call would draw."""
+
+    def __init__(self, replicates: int = 1000, seed: int = 0, budget: int = 1 << 28):
+        self.replicates, self.seed, self.budget = replicates, seed, budget
+        self._counts: dict[int, np.ndarray] = {}
+
+    def __call__(self, values: np.ndarray) -> dict[str, Any]:
+        v = np.asarray(values, np.float64)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return {"mean": None, "ci": None, "n": 0}
+        means = self._resample_counts(v.size) @ v / v.size
+        lo, hi = np.percentile(means, [2.5, 97.5])
+        return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": int(v.size)}
+
+    def _resample_counts(self, n: int) -> np.ndarray:
+        """(replicates, n) float64: how often each value is drawn in each resample."""
+        counts = self._counts.get(n)
+        if counts is None:
+            r = self.replicates
+            idx = np.random.default_rng(self.seed).integers(0, n, (r, n))
+            idx += n * np.arange(r)[:, None]
+            counts = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(np.float64)
+            if counts.nbytes + sum(c.nbytes for c in self._counts.values()) <= self.budget:
+                self._counts[n] = counts
+        return counts
+
+
 def mean_ci(values: np.ndarray, replicates: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Mean with a 95% percentile-bootstrap CI over the (finite) values."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {"mean": None, "ci": None, "n": 0}
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (replicates, v.size))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": int(v.size)}
+    return BootstrapMeans(replicates, seed)(values)
