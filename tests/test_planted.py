@@ -17,6 +17,7 @@ from monoscope.analysis.planted import (
     make_planted,
     match_atoms,
     matched_f1,
+    planted_k,
     run_planted_benchmark,
     score_featuremap,
 )
@@ -97,6 +98,30 @@ def test_one_to_one_matching_and_matched_f1_by_hand():
     assert matched_f1(truth, np.array([0, -1, -1]), np.array(["ImgD"])) == pytest.approx(1 / 3)
 
 
+def test_events_per_embedding_and_k():
+    """Hand-computed: pi_img + pi_txt = 1 / max(p, 1 - p) = 1, 1, 2, 4/3; and the sampled
+    counts agree."""
+    world = PlantedWorld(
+        replace(PROFILES["easy"], normalize=False),
+        np.eye(4),
+        np.array([1.0, 0.0, 0.5, 0.25]),
+        np.array([0.5, 0.2, 0.4, 0.8]),
+        np.eye(4)[0],
+        np.eye(4)[1],
+    )
+    expected = (0.5 + 0.2 + 0.4 * 2 + 0.8 * 4 / 3) / 2
+    assert world.events_per_embedding() == pytest.approx(expected)
+    _, _, codes_img, codes_txt = world.sample(40000, seed=0)
+    sampled = ((codes_img > 0).sum(1).mean() + (codes_txt > 0).sum(1).mean()) / 2
+    assert sampled == pytest.approx(expected, abs=0.02)
+    assert planted_k(world, "sae-batchtopk") == 2  # round(1.28) + 1
+    assert planted_k(world, "sae-topk") == 3  # round(1.9) + 1
+    clip = PlantedWorld.draw(PROFILES["clip"], 128, 256, seed=0)
+    null = PlantedWorld.draw(PROFILES["null"], 128, 256, seed=0)
+    ks = [planted_k(w, m) for w in (clip, null) for m in ("sae-batchtopk", "sae-topk")]
+    assert ks == [5, 8, 8, 8]
+
+
 def test_scores_of_a_map_built_from_the_truth():
     """A map whose directions are the atoms recovers them, with every verdict right."""
     d = 8
@@ -134,6 +159,7 @@ def test_reduced_benchmark_meets_targets(tmp_path):
     assert saved["methods"].keys() == report["methods"].keys()
     assert saved["profile"] == "easy" and saved["default_rule"] == "evidence"
     assert saved["settings"]["dim"] == 64
+    assert saved["settings"]["k"] == {"sae-topk": 9}  # easy: 8 events per pair
     scores = report["methods"]
     topk = scores["sae-topk"]
     assert topk["atom_recovery_mmcs"] >= 0.9, topk

@@ -56,15 +56,23 @@ MATCH_MIN_COSINE = 0.7  # a learned direction this close to an atom can be match
 COVERAGE_MIN_FIRINGS = 20
 STRATA = ((1, 4), (5, 9), (10, 19), (20, 49), (50, 199), (200, None))
 
-# Settings for the benchmark's short runs (1500 steps at d = 64): the L1 and JumpReLU SAEs need
-# a larger step than the library default to converge in that budget, the L1 coefficient suits
-# the planted sparsity, and NCL's B x B logits make 256 pairs a batch the affordable size.
-# Entries override the arguments of train_featuremap.
+# Settings for the benchmark's short runs (1500 steps): the L1 and JumpReLU SAEs need a larger
+# step than the library default to converge in that budget, the L1 coefficient suits the
+# planted sparsity, and NCL's B x B logits make 256 pairs a batch the affordable size. TopK at
+# 1.6 x the library step (0.0028 at d = 128): at the library step its spare latents survive as
+# weak slot fillers on embeddings with few events (a tenth of an atom's activation, mostly one
+# modality) whose confident verdicts cost macro-F1; at a larger step atom features take the
+# spare codes and the fillers fall silent. 0.006 removes more of them but raised the false
+# ImgD/TextD rate on ``null`` to 5.4% (docs/method.md, "Training settings"). Entries override
+# train_featuremap's arguments; ``k`` defaults to :func:`planted_k`.
 PLANTED_METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "sae-relu": {"l1": 2.0, "lr": 0.01},
     "sae-jumprelu": {"lr": 0.01},
+    "sae-topk": {"lr": 0.0045},
     "ncl": {"batch_size": 256},
 }
+TOPK_METHODS = ("sae-topk", "sae-batchtopk", "sae-matryoshka")  # the methods that take a k
+MEAN_K_METHODS = ("sae-batchtopk", "sae-matryoshka")  # k is a mean over the batch
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,13 @@ class PlantedWorld:
         g[self.preference > high] = "ImgD"
         g[self.preference < low] = "TextD"
         return g.astype(str)
+
+    def events_per_embedding(self) -> float:
+        """Expected atom events per embedding, the mean over the two modalities of the number
+        of atoms an embedding shows: sum_j rate_j (pi_img_j + pi_txt_j) / 2, where
+        pi_img + pi_txt = 1 / max(p, 1 - p)."""
+        shown = 1 / np.maximum(self.preference, 1 - self.preference)
+        return float((self.rate * shown).sum() / 2)
 
     def sample(
         self, n_pairs: int, seed: int
@@ -465,6 +480,22 @@ def score_featuremap(
     return scores
 
 
+def planted_k(world: PlantedWorld, method: str) -> int:
+    """The TopK family's k for a world, plus one code for the modality's constant offset (cone
+    and half gap) that every embedding carries.
+
+    BatchTopK and Matryoshka spend k codes per embedding *on average*: k is the expected atom
+    events per embedding, rounded (``clip``: 4.0 events, k 5; ``null``: 7.0, k 8). With a
+    larger k the surplus of the batch's budget goes to split atoms and mixtures of atoms whose
+    confident verdicts are false positives of the one-to-one macro-F1. TopK gives *every*
+    embedding k codes, so its k must cover event-rich embeddings: the expected events per
+    pair, rounded (``clip`` and ``null``: 7.0, k 8), of which an embedding shows a subset.
+    """
+    if method in MEAN_K_METHODS:
+        return round(world.events_per_embedding()) + 1
+    return round(float(world.rate.sum())) + 1
+
+
 def run_planted_benchmark(
     out_dir: str | Path,
     seed: int = 0,
@@ -476,7 +507,7 @@ def run_planted_benchmark(
     profile: str = "clip",
     replicates: int = 5,
     latents: int | None = None,
-    k: int = 8,
+    k: int | None = None,
     steps: int = 1500,
     batch_size: int = 1024,
     progress: bool = False,
@@ -489,7 +520,8 @@ def run_planted_benchmark(
     write ``out_dir/planted.json``.
 
     Returns ``{"profile", "default_rule", "methods": {method: scores}, "settings"}``; the maps
-    are kept in ``out_dir/maps/<method>``. ``latents`` defaults to 2 x atoms;
+    are kept in ``out_dir/maps/<method>``. ``latents`` defaults to 2 x atoms; ``k`` (the
+    TopK family's active latents per embedding) to :func:`planted_k` of the world and method;
     ``method_kwargs`` (per method) update :data:`PLANTED_METHOD_KWARGS`. ``threads``: torch
     threads while it runs (restored after; None: leave as is): one thread avoids OpenMP stalls
     on shared CPUs.
@@ -521,7 +553,7 @@ def run_planted_benchmark(
                 out_dir / "maps" / method,
                 **{
                     "latents": latents,
-                    "k": k,
+                    "k": k or planted_k(world, method),
                     "steps": steps,
                     "batch_size": batch_size,
                     "seed": seed,
@@ -552,7 +584,7 @@ def run_planted_benchmark(
                 "n_pairs": n_pairs,
                 "replicates": replicates,
                 "latents": latents,
-                "k": k,
+                "k": {m: k or planted_k(world, m) for m in methods if m in TOPK_METHODS},
                 "steps": steps,
                 "batch_size": batch_size,
                 "planted": asdict(prof),
