@@ -140,6 +140,13 @@ def test_scores_of_a_map_built_from_the_truth():
     assert evidence["macro_f1"] == pytest.approx(1)
     assert evidence["share_error"] < 0.05
     assert evidence["mds_ci_coverage"] is None or evidence["mds_ci_coverage"] >= 0.9
+    share = scores["mds_ci_boundary_share"]  # MDS 1, 1, 0, 0 of 6 features lie at an end
+    assert share == pytest.approx(4 / 6)
+    split = (
+        share * scores["mds_ci_coverage_boundary"]
+        + (1 - share) * scores["mds_ci_coverage_interior"]
+    )
+    assert split == pytest.approx(scores["mds_ci_coverage"])
 
 
 def test_reduced_benchmark_meets_targets(tmp_path):

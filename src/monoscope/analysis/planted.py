@@ -54,6 +54,7 @@ from .uncertainty import SignFlipTest
 DEFAULT_METHODS = METHODS
 MATCH_MIN_COSINE = 0.7  # a learned direction this close to an atom can be matched to it
 COVERAGE_MIN_FIRINGS = 20
+BOUNDARY = 0.01  # a population MDS this close to 0 or 1 lies on the boundary (one-modality)
 STRATA = ((1, 4), (5, 9), (10, 19), (20, 49), (50, 199), (200, None))
 
 # Settings for the benchmark's short runs (1500 steps): the L1 and JumpReLU SAEs need a larger
@@ -395,6 +396,7 @@ def score_featuremap(
     per_rule: dict[str, dict[str, list[Any]]] = {r: {} for r in rules}
     firings: list[np.ndarray] = []  # per replicate, of the alive features
     hits: list[np.ndarray] = []  # whether their interval covers the population MDS
+    truths: list[np.ndarray] = []  # their population MDS
     for r in range(replicates):
         image, text, _, _ = world.sample(n_pairs, seed + 1 + r)
         a_img, a_txt = _activations(fmap, image, text)
@@ -443,7 +445,8 @@ def score_featuremap(
         inside = (ev.ci_low <= pop_mds) & (pop_mds <= ev.ci_high)
         firings.append(m.fired_any[alive])
         hits.append(inside[alive])
-    fired, hit = np.concatenate(firings), np.concatenate(hits)
+        truths.append(pop_mds[alive])
+    fired, hit, truth = np.concatenate(firings), np.concatenate(hits), np.concatenate(truths)
     by_stratum = {}
     for lo_f, hi_f in STRATA:
         sel = (fired >= lo_f) & (fired <= (hi_f or np.inf))
@@ -454,6 +457,8 @@ def score_featuremap(
         }
     well = fired >= COVERAGE_MIN_FIRINGS
     coverage = float(hit[well].mean()) if well.any() else None
+    edge = well & ((truth < BOUNDARY) | (truth > 1 - BOUNDARY))
+    interior = well & ~edge
     scores: dict[str, Any] = {
         "atom_recovery_mmcs": float(cos.max(1).mean()),
         "atoms_matched": int((match >= 0).sum()),
@@ -461,6 +466,10 @@ def score_featuremap(
         "n_features": int(fmap.n_features),
         "mds_ci_coverage": coverage,
         "mds_ci_coverage_by_firings": by_stratum,
+        # features with >= 20 firings whose population MDS is inside (0.01, 0.99) / at an end
+        "mds_ci_coverage_interior": float(hit[interior].mean()) if interior.any() else None,
+        "mds_ci_coverage_boundary": float(hit[edge].mean()) if edge.any() else None,
+        "mds_ci_boundary_share": float(edge.sum() / well.sum()) if well.any() else None,
         "rules": {},
     }
     for rule in rules:
