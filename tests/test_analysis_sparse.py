@@ -65,20 +65,17 @@ def test_every_accumulator_agrees_with_its_dense_path(seed: int):
     a_img, a_txt = _codes(rng, n, k, 0.3), _codes(rng, n, k, 0.3)
     a_txt[::3] = a_img[::3]  # pairs where a feature fires in both modalities
     e = rng.standard_normal((n, d)).astype(np.float32)
-    dense = [
-        MomentAccumulator(k),
-        MSAccumulator(k, d),
-        RatioStats(k),
-        SignFlipTest(k, 50, seed),
-        FeatureStats(k, m),
-    ]
-    sparse = [
-        MomentAccumulator(k),
-        MSAccumulator(k, d),
-        RatioStats(k),
-        SignFlipTest(k, 50, seed),
-        FeatureStats(k, m),
-    ]
+
+    def accumulators() -> list:
+        return [
+            MomentAccumulator(k),
+            MSAccumulator(k, d),
+            RatioStats(k),
+            SignFlipTest(k, 50, seed),
+            FeatureStats(k, m),
+        ]
+
+    dense, sparse = accumulators(), accumulators()
     for lo in range(0, n, 4):  # batches smaller than m, too
         for accs, conv in ((dense, lambda x: x), (sparse, SparseCodes.from_dense)):
             x, y = conv(a_img[lo : lo + 4]), conv(a_txt[lo : lo + 4])

@@ -70,20 +70,27 @@ class ScreenedPreActs:
 
     def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, values), each (B, k): the k largest pre-activations of each row."""
+        xa, rows, cols = self.topk_candidates(x, k)
+        with one_thread():
+            return _row_topk(rows, cols, self._exact(xa, rows, cols), len(x), k)
+
+    def topk_candidates(
+        self, x: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[x, 1]`` and the row-major (rows, cols) of the entries that can be among a row's
+        k largest pre-activations."""
         xa, s, e_in = self._screen(x)
         with one_thread():
             first = s.topk(k, dim=1, sorted=False).indices
             rows = torch.arange(len(x)).repeat_interleave(k)
             tau = self._exact(xa, rows, first.flatten()).view(-1, k).amin(1)
-            rows, cols = _at_least(s, _below(tau - e_in)).nonzero(as_tuple=True)
-            exact = self._exact(xa, rows, cols)
-            return _row_topk(rows, cols, exact, len(x), k)
+            return (xa, *_reaching(s, tau - e_in))
 
     def above(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
         """(rows, cols, values) of the pre-activations above ``threshold``, row-major."""
         xa, s, e_in = self._screen(x)
         with one_thread():
-            rows, cols = _at_least(s, _below(threshold - e_in)).nonzero(as_tuple=True)
+            rows, cols = _reaching(s, threshold - e_in)
             exact = self._exact(xa, rows, cols)
             keep = exact > threshold
             return rows[keep], cols[keep], exact[keep]
@@ -111,6 +118,13 @@ class ScreenedPreActs:
                 check_invariants=False,
             )
             return torch.sparse.sampled_addmm(mask, xa, self.columns.T).values()
+
+
+def _reaching(s: torch.Tensor, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-major (rows, cols) of the entries whose exact value can reach ``bound`` (B,), a
+    per-row bound already lowered by the input error (see :func:`_below`)."""
+    rows, cols = _at_least(s, _below(bound)).nonzero(as_tuple=True)
+    return rows, cols
 
 
 def _at_least(s: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
