@@ -19,6 +19,14 @@ from monoscope.featuremaps.identity import IdentityMap
 from monoscope.store import Store
 
 
+def _identity_analysis(store: Path | Store, tmp_path: Path) -> tuple[Path, Path]:
+    """Raw dimensions of ``store`` as a feature map, and their analysis (``std`` rule)."""
+    fmap_dir = IdentityMap(8).save(tmp_path / "f")
+    return fmap_dir, analyze(
+        store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False
+    )
+
+
 def test_remove_features_identity_by_hand():
     g = IdentityMap(3)
     x = torch.tensor([[1.0, -2.0, 3.0]])
@@ -65,10 +73,7 @@ def test_zero_shot_and_paired_drop():
 
 
 def test_ablate_end_to_end_with_identity(small_store: Path, tmp_path: Path):
-    fmap_dir = IdentityMap(8).save(tmp_path / "f")
-    analysis = analyze(
-        small_store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False
-    )
+    fmap_dir, analysis = _identity_analysis(small_store, tmp_path)
     out = ablate(
         small_store,
         fmap_dir,
@@ -114,10 +119,7 @@ def test_one_recall_definition_ties_are_misses():
 
 def test_ablate_defaults_find_the_class_labels(small_store: Path, tmp_path: Path):
     """Without ``label_keys`` every label that can serve as classes is used (here: parity)."""
-    fmap_dir = IdentityMap(8).save(tmp_path / "f")
-    analysis = analyze(
-        small_store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False
-    )
+    fmap_dir, analysis = _identity_analysis(small_store, tmp_path)
     out = ablate(
         small_store,
         fmap_dir,
@@ -140,8 +142,7 @@ def test_ablate_without_class_labels_warns_and_measures_retrieval(tmp_path: Path
                 yield dataclasses.replace(pair, labels={"split": "train"})
 
     store = embed(ToyEncoder(), Unlabelled(20), tmp_path / "s", device="cpu", progress=False)
-    fmap_dir = IdentityMap(8).save(tmp_path / "f")
-    analysis = analyze(store, fmap_dir, tmp_path / "a", rule="std", device="cpu", progress=False)
+    fmap_dir, analysis = _identity_analysis(store, tmp_path)
     with pytest.warns(UserWarning, match=r"no label can serve .*\['split'\]\); only retrieval"):
         out = ablate(
             store,
