@@ -549,6 +549,7 @@ def run_planted_benchmark(
         image, text, _, _ = world.sample(n_pairs, seed)
         store = write_planted_store(out_dir / "store", image, text)
         latents = latents or 2 * atoms
+        ks = {m: k or planted_k(world, m) for m in methods}
         kwargs = {
             m: {**PLANTED_METHOD_KWARGS.get(m, {}), **(method_kwargs or {}).get(m, {})}
             for m in methods
@@ -562,7 +563,7 @@ def run_planted_benchmark(
                 out_dir / "maps" / method,
                 **{
                     "latents": latents,
-                    "k": k or planted_k(world, method),
+                    "k": ks[method],
                     "steps": steps,
                     "batch_size": batch_size,
                     "seed": seed,
@@ -593,7 +594,7 @@ def run_planted_benchmark(
                 "n_pairs": n_pairs,
                 "replicates": replicates,
                 "latents": latents,
-                "k": {m: k or planted_k(world, m) for m in methods if m in TOPK_METHODS},
+                "k": {m: ks[m] for m in methods if m in TOPK_METHODS},
                 "steps": steps,
                 "batch_size": batch_size,
                 "planted": asdict(prof),
